@@ -1,0 +1,2 @@
+/* placeholder main: being written */
+int main(void) { return 0; }

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+extern int pm_placeholder_;

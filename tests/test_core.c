@@ -1,0 +1,86 @@
+/* Tests for the small core modules: error, buf, config. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "buf.h"
+#include "config.h"
+#include "error.h"
+#include "test_util.h"
+
+Test(buf, append_printf_and_reset_keep_capacity)
+{
+    pm_buf b = PM_BUF_INIT;
+    cr_assert_eq(pm_buf_append_str(&b, "abc"), 0);
+    cr_assert_eq(pm_buf_printf(&b, "-%d-", 42), 0);
+    cr_assert_str_eq(pm_buf_cstr(&b), "abc-42-");
+    size_t cap = b.cap;
+    pm_buf_reset(&b);
+    cr_assert_eq(b.len, 0);
+    cr_assert_eq(b.cap, cap);
+    pm_buf_free(&b);
+    cr_assert_null(b.data);
+}
+
+Test(error, reject_carries_code_field_reason)
+{
+    pm_error e;
+    pm_error_clear(&e);
+    cr_assert_eq(pm_reject(&e, "serial.format", "serial_number", "expected %s", "[A-Za-z0-9._-]"), -1);
+    cr_assert_eq(e.code, PM_ERR_REJECT);
+    cr_assert_str_eq(e.reason, "serial.format");
+    cr_assert_str_eq(e.field, "serial_number");
+    cr_assert_str_eq(e.message, "expected [A-Za-z0-9._-]");
+    pm_error_prefix(&e, "record %d", 7);
+    cr_assert_str_eq(e.message, "record 7: expected [A-Za-z0-9._-]");
+}
+
+Test(config, defaults_file_and_overrides)
+{
+    char *dir = pmt_tmpdir("cfg");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/a.conf", dir);
+    const char *text = "# comment\n\nstore.dir = \"out dir\"\nengine.workers=3\n"
+                       "store.fsync = off\nkafka.session.timeout.ms = 6000\n";
+    cr_assert_eq(pmt_write_file(path, text, strlen(text)), 0);
+    pm_config *cfg = pm_config_create();
+    cr_assert_not_null(cfg);
+    cr_assert_str_eq(cfg->store_type, "local");
+    pm_error e;
+    cr_assert_eq(pm_config_load_file(cfg, path, &e), 0, "%s", e.message);
+    cr_assert_str_eq(cfg->store_dir, "out dir");
+    cr_assert_eq(cfg->workers, 3);
+    cr_assert(!cfg->store_fsync);
+    cr_assert_eq(cfg->kafka_props_len, 1);
+    cr_assert_str_eq(cfg->kafka_props[0].key, "session.timeout.ms");
+    cr_assert_eq(pm_config_set_pair(cfg, "engine.workers=5", &e), 0);
+    cr_assert_eq(cfg->workers, 5);
+    pm_config_destroy(cfg);
+    pmt_rmrf(dir);
+    free(dir);
+}
+
+Test(config, unknown_key_and_bad_values_are_errors)
+{
+    pm_config *cfg = pm_config_create();
+    pm_error e;
+    cr_assert_eq(pm_config_set_pair(cfg, "store.dri=x", &e), -1);
+    cr_assert(strstr(e.message, "store.dri"), "%s", e.message);
+    cr_assert_eq(pm_config_set_pair(cfg, "engine.workers=-1", &e), -1);
+    cr_assert_eq(pm_config_set_pair(cfg, "engine.workers=4x", &e), -1);
+    cr_assert_eq(pm_config_set_pair(cfg, "store.fsync=maybe", &e), -1);
+    cr_assert_eq(pm_config_set_pair(cfg, "novalue", &e), -1);
+    pm_config_destroy(cfg);
+
+    char *dir = pmt_tmpdir("cfg");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/b.conf", dir);
+    const char *text = "store.dir = a\nbogus.key = 1\n";
+    pmt_write_file(path, text, strlen(text));
+    cfg = pm_config_create();
+    cr_assert_eq(pm_config_load_file(cfg, path, &e), -1);
+    cr_assert(strstr(e.message, ":2:") && strstr(e.message, "bogus.key"), "%s", e.message);
+    pm_config_destroy(cfg);
+    pmt_rmrf(dir);
+    free(dir);
+}
