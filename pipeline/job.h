@@ -58,7 +58,8 @@ typedef struct pm_job {
     const char *status;           /* validate: "active", "voided", "expired", "redeemed" */
 
     pm_buf barcode_message;       /* barcode: final message (autogenerate resolved) */
-    json_t *barcodes;             /* barcode: owned JSON array for pass.json "barcodes" */
+    json_t *barcodes;             /* barcode: owned JSON object merged into pass.json:
+                                     {"barcodes": [...], "barcode": {...} (legacy, absent for CODE128)} */
     pm_buf qr_png;                /* barcode: QR PNG of the message */
 
     pm_buf pass_json;             /* manifest */
