@@ -18,18 +18,35 @@
 #ifndef PM_OUTCOME_H
 #define PM_OUTCOME_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
+#include "config.h"
 #include "error.h"
 #include "job.h"
 
 typedef struct pm_outcome pm_outcome;
 
+/*
+ * A record's completion token.  The engine creates one per record and hands
+ * it to every outcome.  An outcome that confirms asynchronously (a Kafka
+ * delivery report) calls pm_completion_hold() before returning and
+ * pm_completion_release() once the outcome is durable (ok=true) or has
+ * failed (ok=false).  When the last reference is released the engine tells
+ * the source the record is done (durable only if every holder said ok).
+ * Synchronous outcomes ignore the token.
+ */
+typedef struct pm_completion pm_completion;
+void pm_completion_hold(pm_completion *c);
+void pm_completion_release(pm_completion *c, bool ok);
+
 typedef struct pm_outcome_ops {
     const char *name;
     /* result: built by pm_outcome_result_json; borrowed. */
-    int (*pass)(pm_outcome *o, const pm_job *job, json_t *result, pm_error *err);
-    int (*reject)(pm_outcome *o, const pm_job *job, pm_error *err);
+    int (*pass)(pm_outcome *o, const pm_job *job, json_t *result,
+                pm_completion *c, pm_error *err);
+    int (*reject)(pm_outcome *o, const pm_job *job, pm_completion *c, pm_error *err);
     /* Flush buffered output to durable storage (end of run, or periodically). */
     int (*flush)(pm_outcome *o, pm_error *err);
     void (*close)(pm_outcome *o);
@@ -38,6 +55,9 @@ typedef struct pm_outcome_ops {
 struct pm_outcome {
     const pm_outcome_ops *ops;
 };
+
+/* The Kafka outcome: results topic and dead-letter topic (outcome_kafka.c). */
+int pm_outcome_kafka_open(const pm_config *cfg, pm_outcome **out, pm_error *err);
 
 /* The files outcome: ledger (zstd JSONL) and rejects (JSONL). */
 int pm_outcome_files_open(const char *ledger_path, const char *rejects_path,

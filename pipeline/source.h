@@ -26,11 +26,18 @@ typedef struct pm_source_ops {
      */
     int (*next)(pm_source *s, pm_job *job, pm_error *err);
     /*
-     * The record is finished: durable=true once its pass or reject is stored
-     * and reported; false if it failed and must be retried (not committed).
-     * Called from worker threads, concurrently.
+     * The record that came with this origin/source_ref is finished:
+     * durable=true once its pass or reject is stored and every outcome has
+     * confirmed it (a Kafka source may then commit its offset); false if it
+     * failed and must not be committed.  Called from worker or producer
+     * threads, concurrently, possibly out of order.  May be NULL.
      */
-    void (*done)(pm_source *s, const pm_job *job, bool durable);
+    void (*done)(pm_source *s, const pm_origin *origin, void *source_ref, bool durable);
+    /*
+     * The engine's queue is full (paused=true) or has room again (false):
+     * a Kafka source pauses/resumes its partitions.  May be NULL.
+     */
+    void (*backpressure)(pm_source *s, bool paused);
     /* Ask next() to return 0 soon (signal handling). Async-signal-safe. */
     void (*stop)(pm_source *s);
     void (*close)(pm_source *s);
@@ -42,6 +49,7 @@ struct pm_source {
 
 int pm_source_open(const pm_config *cfg, pm_source **out, pm_error *err);
 int pm_source_file_open(const char *path, const char *format, pm_source **out, pm_error *err);
+int pm_source_kafka_open(const pm_config *cfg, pm_source **out, pm_error *err);
 void pm_source_close(pm_source *s);
 
 #endif
