@@ -47,6 +47,14 @@ typedef struct pm_outcome_ops {
     int (*pass)(pm_outcome *o, const pm_job *job, json_t *result,
                 pm_completion *c, pm_error *err);
     int (*reject)(pm_outcome *o, const pm_job *job, pm_completion *c, pm_error *err);
+    /*
+     * The system could not process the record (store or crypto failure;
+     * job->err says why).  Files outcome: written to the rejects file with
+     * its system error code so nothing is silently lost.  A Kafka outcome
+     * ignores it (the offset is not committed; the record is re-delivered).
+     * May be NULL.
+     */
+    int (*fail)(pm_outcome *o, const pm_job *job, pm_error *err);
     /* Flush buffered output to durable storage (end of run, or periodically). */
     int (*flush)(pm_outcome *o, pm_error *err);
     void (*close)(pm_outcome *o);
