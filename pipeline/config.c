@@ -29,7 +29,7 @@ const pm_config_key pm_config_keys[] = {
     K("output.rejects", PM_CFG_STRING, rejects_path, "rejects.jsonl", "Rejects file (JSON Lines)."),
     K("output.ledger", PM_CFG_STRING, ledger_path, "ledger.jsonl.zst", "Results ledger (zstd-compressed JSON Lines)."),
     K("engine.workers", PM_CFG_INT, workers, "0", "Worker threads; 0 = one per online CPU."),
-    K("engine.queue_size", PM_CFG_INT, queue_size, "1024", "Records in flight between the source and the workers."),
+    K("engine.queue_size", PM_CFG_INT, queue_size, "256", "Records in flight between the source and the workers."),
     K("engine.now", PM_CFG_STRING, now, "", "Fixed clock as RFC 3339 (e.g. 2027-01-01T00:00:00Z) for byte-identical output; empty = real clock."),
     K("engine.progress_ms", PM_CFG_INT, progress_ms, "2000", "Progress line interval on stderr in milliseconds; 0 = off."),
     K("s3.endpoint", PM_CFG_STRING, s3_endpoint, "", "S3 endpoint URL, e.g. http://127.0.0.1:8080."),

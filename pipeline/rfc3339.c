@@ -72,7 +72,7 @@ int pm_rfc3339_parse(const char *s, int64_t *out)
     return 0;
 }
 
-void pm_rfc3339_format_utc(int64_t t, char out[21])
+void pm_rfc3339_format_utc(int64_t t, char out[32])
 {
     int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
     int64_t secs = t - days * 86400;
@@ -87,6 +87,6 @@ void pm_rfc3339_format_utc(int64_t t, char out[21])
     unsigned d = doy - (153 * mp + 2) / 5 + 1;
     unsigned m = mp < 10 ? mp + 3 : mp - 9;
     y += m <= 2;
-    snprintf(out, 21, "%04d-%02u-%02uT%02d:%02d:%02dZ", (int)(y % 10000), m, d,
+    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02dZ", (int)(y % 10000), m, d,
              (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
 }

@@ -13,8 +13,8 @@
 
 /* 0 and *out = unix seconds (UTC), or -1 if s is not a valid timestamp. */
 int pm_rfc3339_parse(const char *s, int64_t *out);
-/* "2027-06-12T18:00:00Z" into out (at least 21 bytes). */
-void pm_rfc3339_format_utc(int64_t t, char out[21]);
+/* "2027-06-12T18:00:00Z" into out. */
+void pm_rfc3339_format_utc(int64_t t, char out[32]);
 /* Days from 1970-01-01 to a proleptic Gregorian date. */
 int64_t pm_days_from_civil(int64_t y, unsigned m, unsigned d);
 bool pm_date_valid(int64_t y, unsigned m, unsigned d);

@@ -9,9 +9,10 @@
  * byte or an empty segment is refused (pm_store_key_valid), so a key can
  * never escape the store root.
  *
- * pm_store_put() returns 0 only once the object is durably written and
- * visible under its key in full (never partially).  It is safe to call from
- * many threads at once.
+ * pm_store_put() returns 0 only once the object is visible under its key in
+ * full (never partially), and durable -- or, for stores with a sync op,
+ * durable after the next pm_store_sync().  It is safe to call from many
+ * threads at once.
  */
 #ifndef PM_STORE_H
 #define PM_STORE_H
@@ -37,6 +38,12 @@ typedef struct pm_store pm_store;
 typedef struct pm_store_ops {
     const char *name;
     int (*put)(pm_store *s, const pm_object *obj, pm_error *err);
+    /*
+     * Make every put() that returned before this call durable (one fsync
+     * batch instead of one per object).  NULL when put() is durable by
+     * itself (S3).  The engine reports a pass only after its batch synced.
+     */
+    int (*sync)(pm_store *s, pm_error *err);
     /* Read an object back (tests, verify). */
     int (*get)(pm_store *s, const char *key, pm_buf *out, pm_error *err);
     /* A URL a buyer can fetch the object with (presigned for S3); NULL if none. Caller frees. */
@@ -52,6 +59,7 @@ struct pm_store {
 int pm_store_open(const pm_config *cfg, pm_store **out, pm_error *err);
 static inline int pm_store_put(pm_store *s, const pm_object *o, pm_error *e) { return s->ops->put(s, o, e); }
 static inline int pm_store_get(pm_store *s, const char *k, pm_buf *b, pm_error *e) { return s->ops->get(s, k, b, e); }
+static inline int pm_store_sync(pm_store *s, pm_error *e) { return s->ops->sync ? s->ops->sync(s, e) : 0; }
 static inline char *pm_store_url(pm_store *s, const char *k, int64_t now) { return s->ops->url ? s->ops->url(s, k, now) : NULL; }
 void pm_store_close(pm_store *s);
 

@@ -1,2 +1,54 @@
-/* placeholder main: being written */
-int main(void) { return 0; }
+/* main.c - `passmill COMMAND ...`: dispatch to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"run", cmd_run, "run the pipeline: records in, signed passes + QR images out"},
+    {"sample", cmd_sample, "write realistic sample pass requests (JSON Lines or Avro)"},
+    {"identity", cmd_identity, "create a development signing identity (CA, WWDR, signer)"},
+    {"verify", cmd_verify, "check .pkpass files against every rule Wallet applies"},
+    {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
+    {"produce", cmd_produce, "load records into a Kafka topic"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: passmill COMMAND [ARGS...]\n\n"
+                 "passmill mass-produces signed Apple Wallet event tickets (.pkpass) and QR images.\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`passmill COMMAND --help` describes each command.\n"
+                 "exit status: 0 ok, 1 rejects/verification failures, 2 usage or configuration error,\n"
+                 "3 runtime failure.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return PM_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return PM_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("passmill 0.1.0\n");
+        return PM_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "passmill: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return PM_EXIT_USAGE;
+}
