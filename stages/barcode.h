@@ -64,6 +64,9 @@
  *   AZTEC  : 3000 bytes (maximum about 3067 at 23% error correction);
  *   QR     : whatever libqrencode fits at level M, 8-bit mode, version 40
  *            (2331 bytes); checked by encoding.
+ * The QR PNG is rendered for every format, so the QR capacity also bounds
+ * AZTEC messages (2331 < 3000).  The schema's 512-byte message limit, which
+ * validate enforces, is below all of these.
  */
 #define PM_BARCODE_CODE128_MAX 80
 #define PM_BARCODE_PDF417_MAX 1800
