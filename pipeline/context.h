@@ -22,7 +22,7 @@ typedef struct pm_context {
     struct pm_template_set *templates;      /* owned */
     struct pm_identity *identity;           /* owned */
     uint8_t barcode_key[64];                /* HMAC key for "autogenerate" */
-    size_t barcode_key_len;                 /* 0: autogenerate is a reject */
+    size_t barcode_key_len;                 /* 0: "autogenerate" fails as a config error */
     int64_t fixed_now;                      /* -1: real clock; else unix seconds */
 } pm_context;
 
