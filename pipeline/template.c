@@ -228,7 +228,8 @@ static int list_dir(loader *ld, DIR *d, const char *what, char ***out, size_t *o
         fail_io(ld, what, "cannot list folder");
         goto fail;
     }
-    qsort(names, len, sizeof *names, compare_names);
+    if (len > 1)
+        qsort(names, len, sizeof *names, compare_names);
     *out = names;
     *outlen = len;
     return 0;
@@ -889,7 +890,8 @@ static int load_one(const char *path, EVP_MD *sha1, EVP_MD *sha256, pm_template 
         rc = read_folder(&ld, dirfd, "");
     close(dirfd);
     if (rc == 0) {
-        qsort(ld.files, ld.len, sizeof *ld.files, compare_loaded);
+        if (ld.len > 1)
+            qsort(ld.files, ld.len, sizeof *ld.files, compare_loaded);
         rc = check_files(&ld, &skeleton);
     }
     if (rc == 0)
