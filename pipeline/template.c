@@ -833,6 +833,11 @@ static int check_files(loader *ld, json_t **skeleton)
         if (!find_loaded(ld, required[i]))
             return fail(ld, required[i], "missing (rule: required files pass.json, icon.png, "
                         "icon@2x.png)");
+    static const char *const reserved[] = {"manifest.json", "signature"};
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (find_loaded(ld, reserved[i]))
+            return fail(ld, reserved[i], "reserved name (rule: manifest.json and signature "
+                        "are written per pass)");
     if (parse_pass_json(ld, find_loaded(ld, "pass.json"), skeleton) != 0)
         return -1;
     for (size_t i = 0; i < ld->len; i++) {

@@ -1,2 +1,521 @@
-/* placeholder: being written */
-extern int pm_placeholder_;
+/*
+ * manifest.c - stage 3: pass.json from the template and the record, then
+ * manifest.json (see manifest.h for the rules).
+ */
+#include "manifest.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "../pipeline/rfc3339.h"
+
+#define MAX_DEPTH 64 /* the loader allows 32; rendering never recurses deeper */
+
+/* ---- rendering -------------------------------------------------------- */
+
+typedef struct render_ctx {
+    json_t *record;
+    json_t *custom;          /* the record's custom_fields array (may be NULL) */
+    uint64_t custom_bound;   /* bit i: the template binds custom_fields[i] */
+    pm_buf *buf;             /* string building */
+    bool null_seen;          /* a binding resolved to null since last cleared */
+} render_ctx;
+
+typedef enum render_kind { R_PLAIN, R_ROOT, R_STYLE, R_FIELDS } render_kind;
+
+static const char *const field_arrays[] = {
+    "headerFields", "primaryFields", "secondaryFields", "auxiliaryFields", "backFields",
+};
+
+static bool is_field_array(const char *key)
+{
+    for (size_t i = 0; i < sizeof field_arrays / sizeof *field_arrays; i++)
+        if (strcmp(key, field_arrays[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The record value a binding path names; NULL when absent. */
+static json_t *lookup(render_ctx *rc, const char *path, size_t n)
+{
+    if (n > 7 && memcmp(path, "custom.", 7) == 0) {
+        const char *key = path + 7;
+        size_t klen = n - 7, i;
+        json_t *el;
+        json_array_foreach(rc->custom, i, el) {
+            json_t *k = json_object_get(el, "key");
+            if (json_is_string(k) && json_string_length(k) == klen &&
+                memcmp(json_string_value(k), key, klen) == 0) {
+                if (i < 64)
+                    rc->custom_bound |= UINT64_C(1) << i;
+                return json_object_get(el, "value");
+            }
+        }
+        return NULL;
+    }
+    json_t *v = rc->record;
+    const char *end = path + n;
+    while (v && path < end) {
+        const char *dot = memchr(path, '.', (size_t)(end - path));
+        size_t len = dot ? (size_t)(dot - path) : (size_t)(end - path);
+        v = json_object_getn(v, path, len);
+        path += len + (dot ? 1 : 0);
+    }
+    return v;
+}
+
+/* Append a leaf's text; a null (or non-leaf) value marks null_seen. */
+static int append_value(render_ctx *rc, json_t *v)
+{
+    char num[40];
+    switch (json_typeof(v ? v : json_null())) {
+    case JSON_STRING:
+        return pm_buf_append(rc->buf, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return pm_buf_append_str(rc->buf, num);
+    case JSON_REAL:
+        snprintf(num, sizeof num, "%.15g", json_real_value(v));
+        return pm_buf_append_str(rc->buf, num);
+    case JSON_TRUE:
+        return pm_buf_append_str(rc->buf, "true");
+    case JSON_FALSE:
+        return pm_buf_append_str(rc->buf, "false");
+    default:
+        rc->null_seen = true;
+        return 0;
+    }
+}
+
+static json_t *render_string(render_ctx *rc, const char *s, size_t n)
+{
+    const char *p = memchr(s, '$', n) ? strstr(s, "${") : NULL;
+    if (!p)
+        return json_stringn(s, n);
+    /* Exactly one binding to a number: keep the number (numberStyle fields). */
+    if (p == s && s[n - 1] == '}' && !memchr(s + 2, '}', n - 3)) {
+        json_t *v = lookup(rc, s + 2, n - 3);
+        if (json_is_integer(v))
+            return json_integer(json_integer_value(v));
+        if (json_is_real(v))
+            return json_real(json_real_value(v));
+    }
+    pm_buf_reset(rc->buf);
+    const char *end = s + n;
+    while (p) {
+        const char *close = memchr(p + 2, '}', (size_t)(end - p - 2));
+        if (!close) /* the loader refuses this; copy the rest literally */
+            break;
+        if (pm_buf_append(rc->buf, s, (size_t)(p - s)) != 0 ||
+            append_value(rc, lookup(rc, p + 2, (size_t)(close - p - 2))) != 0)
+            return NULL;
+        s = close + 1;
+        p = strstr(s, "${");
+    }
+    if (pm_buf_append(rc->buf, s, (size_t)(end - s)) != 0)
+        return NULL;
+    return json_stringn((const char *)rc->buf->data, rc->buf->len);
+}
+
+static json_t *render(render_ctx *rc, json_t *v, render_kind kind, int depth);
+
+/* One field object; *drop when its "value" had a null binding. */
+static json_t *render_field(render_ctx *rc, json_t *field, int depth, bool *drop)
+{
+    *drop = false;
+    if (!json_is_object(field))
+        return render(rc, field, R_PLAIN, depth);
+    json_t *out = json_object();
+    const char *key;
+    json_t *child;
+    json_object_foreach(field, key, child) {
+        bool is_value = strcmp(key, "value") == 0;
+        rc->null_seen = false;
+        json_t *r = render(rc, child, R_PLAIN, depth + 1);
+        if (!r || !out || json_object_set_new(out, key, r) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+        if (is_value && rc->null_seen)
+            *drop = true;
+    }
+    return out;
+}
+
+static json_t *render_array(render_ctx *rc, json_t *v, render_kind kind, int depth)
+{
+    json_t *out = json_array(), *child;
+    size_t i;
+    json_array_foreach(v, i, child) {
+        bool drop = false;
+        json_t *r = kind == R_FIELDS ? render_field(rc, child, depth + 1, &drop)
+                                     : render(rc, child, R_PLAIN, depth + 1);
+        if (!r || !out) {
+            json_decref(r);
+            json_decref(out);
+            return NULL;
+        }
+        if (drop)
+            json_decref(r);
+        else if (json_array_append_new(out, r) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static json_t *render_object(render_ctx *rc, json_t *v, render_kind kind, int depth)
+{
+    json_t *out = json_object(), *child;
+    const char *key;
+    json_object_foreach(v, key, child) {
+        render_kind k = R_PLAIN;
+        if (kind == R_ROOT && strcmp(key, "eventTicket") == 0)
+            k = R_STYLE;
+        else if (kind == R_STYLE && is_field_array(key))
+            k = R_FIELDS;
+        json_t *r = render(rc, child, k, depth + 1);
+        if (!r || !out || json_object_set_new(out, key, r) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static json_t *render(render_ctx *rc, json_t *v, render_kind kind, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return NULL;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return render_object(rc, v, kind, depth);
+    case JSON_ARRAY: return render_array(rc, v, kind, depth);
+    case JSON_STRING: return render_string(rc, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: return json_integer(json_integer_value(v));
+    case JSON_REAL: return json_real(json_real_value(v));
+    default: return json_copy(v); /* true, false, null: shared singletons */
+    }
+}
+
+/* ---- per-pass keys ---------------------------------------------------- */
+
+static const char *rec_str(json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* Set key to a string when s is not NULL. 0, or -1 when out of memory. */
+static int set_str(json_t *obj, const char *key, const char *s)
+{
+    return s ? json_object_set_new(obj, key, json_string(s)) : 0;
+}
+
+static json_t *locations_json(json_t *list)
+{
+    json_t *out = json_array(), *loc;
+    size_t i;
+    json_array_foreach(list, i, loc) {
+        json_t *alt = json_object_get(loc, "altitude");
+        json_t *o = json_object();
+        int bad = !o || json_array_append_new(out, o) != 0 ||
+                  json_object_set_new(o, "latitude",
+                                      json_real(json_number_value(json_object_get(loc, "latitude")))) ||
+                  json_object_set_new(o, "longitude",
+                                      json_real(json_number_value(json_object_get(loc, "longitude")))) ||
+                  (json_is_number(alt) &&
+                   json_object_set_new(o, "altitude", json_real(json_number_value(alt)))) ||
+                  set_str(o, "relevantText", rec_str(loc, "relevant_text"));
+        if (bad || !out) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static json_t *beacons_json(json_t *list)
+{
+    json_t *out = json_array(), *b;
+    size_t i;
+    json_array_foreach(list, i, b) {
+        json_t *major = json_object_get(b, "major"), *minor = json_object_get(b, "minor");
+        json_t *o = json_object();
+        int bad = !o || json_array_append_new(out, o) != 0 ||
+                  set_str(o, "proximityUUID", rec_str(b, "proximity_uuid")) ||
+                  (json_is_integer(major) &&
+                   json_object_set_new(o, "major", json_integer(json_integer_value(major)))) ||
+                  (json_is_integer(minor) &&
+                   json_object_set_new(o, "minor", json_integer(json_integer_value(minor)))) ||
+                  set_str(o, "relevantText", rec_str(b, "relevant_text"));
+        if (bad || !out) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* "VOIDED" etc. for the status back field; NULL for an active pass. */
+static const char *status_word(const char *action)
+{
+    if (!action)
+        return NULL;
+    if (strcmp(action, "VOID") == 0)
+        return "VOIDED";
+    if (strcmp(action, "EXPIRE") == 0)
+        return "EXPIRED";
+    if (strcmp(action, "REDEEM") == 0)
+        return "REDEEMED";
+    return NULL;
+}
+
+static json_t *back_field(const char *key, const char *label, const char *value)
+{
+    return json_pack("{s:s, s:s, s:s}", "key", key, "label", label, "value", value);
+}
+
+/* The status field first on the back, unbound custom fields last. */
+static int add_back_fields(render_ctx *rc, json_t *pass, const char *status)
+{
+    json_t *style = json_object_get(pass, "eventTicket");
+    if (!json_is_object(style))
+        return -1;
+    json_t *back = json_object_get(style, "backFields");
+    if (!back) {
+        back = json_array();
+        if (!back || json_object_set_new(style, "backFields", back) != 0)
+            return -1;
+    }
+    if (status && json_array_insert_new(back, 0, back_field("status", "STATUS", status)) != 0)
+        return -1;
+    size_t i;
+    json_t *cf;
+    json_array_foreach(rc->custom, i, cf) {
+        if (i < 64 && (rc->custom_bound & (UINT64_C(1) << i)))
+            continue;
+        const char *key = rec_str(cf, "key"), *label = rec_str(cf, "label"),
+                   *value = rec_str(cf, "value");
+        if (!key || !label || !value)
+            continue; /* decode guarantees all three; never emit a half field */
+        char fkey[80];
+        snprintf(fkey, sizeof fkey, "custom_%s", key);
+        if (json_array_append_new(back, back_field(fkey, label, value)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int add_pass_keys(render_ctx *rc, json_t *pass, json_t *barcodes, int64_t now)
+{
+    json_t *rec = rc->record;
+    const char *action = rec_str(rec, "action");
+    const char *relevant = rec_str(rec, "relevant_date");
+    if (!relevant)
+        relevant = rec_str(json_object_get(rec, "event"), "start");
+    char now_text[32];
+    const char *expires = rec_str(rec, "expiration_date");
+    if (action && strcmp(action, "EXPIRE") == 0) {
+        pm_rfc3339_format_utc(now, now_text);
+        expires = now_text;
+    }
+    if (set_str(pass, "serialNumber", rec_str(rec, "serial_number")) != 0)
+        return -1;
+    const char *key;
+    json_t *v;
+    json_object_foreach(barcodes, key, v)
+        if (json_object_set(pass, key, v) != 0)
+            return -1;
+    if (set_str(pass, "relevantDate", relevant) != 0 ||
+        set_str(pass, "expirationDate", expires) != 0)
+        return -1;
+    if (action && (strcmp(action, "VOID") == 0 || strcmp(action, "REDEEM") == 0) &&
+        json_object_set_new(pass, "voided", json_true()) != 0)
+        return -1;
+    json_t *locations = json_object_get(rec, "locations");
+    if (json_array_size(locations) > 0 &&
+        json_object_set_new(pass, "locations", locations_json(locations)) != 0)
+        return -1;
+    json_t *beacons = json_object_get(rec, "beacons");
+    if (json_array_size(beacons) > 0 &&
+        json_object_set_new(pass, "beacons", beacons_json(beacons)) != 0)
+        return -1;
+    return add_back_fields(rc, pass, status_word(action));
+}
+
+int pm_pass_render(const pm_template *tmpl, json_t *record, json_t *barcodes, int64_t now,
+                   pm_buf *scratch, json_t **out, pm_error *err)
+{
+    if (!json_is_object(record) || !tmpl || !json_is_object(tmpl->skeleton))
+        return pm_error_set(err, PM_ERR_INTERNAL, "manifest: no record or template");
+    render_ctx rc = {record, json_object_get(record, "custom_fields"), 0, scratch, false};
+    json_t *pass = render(&rc, tmpl->skeleton, R_ROOT, 0);
+    if (!pass || add_pass_keys(&rc, pass, barcodes, now) != 0) {
+        json_decref(pass);
+        return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory rendering pass.json "
+                            "(template '%s')", tmpl->id);
+    }
+    *out = pass;
+    return 0;
+}
+
+static int dump_to_buf(const char *data, size_t size, void *arg)
+{
+    return pm_buf_append(arg, data, size);
+}
+
+int pm_pass_dump(json_t *pass, pm_buf *out, pm_error *err)
+{
+    pm_buf_reset(out);
+    /* Jansson keeps insertion order; the flags fix everything else. */
+    if (json_dump_callback(pass, dump_to_buf, out,
+                           JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15)) != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "manifest: cannot serialize pass.json");
+    return 0;
+}
+
+/* ---- manifest.json ---------------------------------------------------- */
+
+static int append_entry(pm_buf *m, bool *first, const char *name, const char *hex)
+{
+    /* Template file names are [A-Za-z0-9._@+-/] (checked at load): no escaping. */
+    int rc = pm_buf_printf(m, "%s\"%s\":\"%s\"", *first ? "" : ",", name, hex);
+    *first = false;
+    return rc;
+}
+
+static int write_manifest(const pm_template *t, const char *pass_hex, pm_buf *m)
+{
+    bool first = true, pass_done = false;
+    pm_buf_reset(m);
+    if (pm_buf_append_str(m, "{") != 0)
+        return -1;
+    for (size_t i = 0; i < t->files_len; i++) {
+        if (!pass_done && strcmp("pass.json", t->files[i].name) < 0) {
+            if (append_entry(m, &first, "pass.json", pass_hex) != 0)
+                return -1;
+            pass_done = true;
+        }
+        if (append_entry(m, &first, t->files[i].name, t->files[i].sha1_hex) != 0)
+            return -1;
+    }
+    if (!pass_done && append_entry(m, &first, "pass.json", pass_hex) != 0)
+        return -1;
+    return pm_buf_append_str(m, "}");
+}
+
+/* ---- the stage -------------------------------------------------------- */
+
+typedef struct manifest_state {
+    EVP_MD *sha1; /* fetched once, shared read-only */
+} manifest_state;
+
+typedef struct manifest_scratch {
+    const manifest_state *st;
+    EVP_MD_CTX *md;  /* reused for every pass.json hash */
+    pm_buf str;      /* binding substitution */
+} manifest_scratch;
+
+static int manifest_create(const pm_context *ctx, void **state, pm_error *err)
+{
+    (void)ctx;
+    manifest_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory");
+    st->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    if (!st->sha1) {
+        free(st);
+        pm_error_set(err, PM_ERR_CRYPTO, "manifest: cannot fetch SHA-1");
+        pm_error_add_openssl(err);
+        return -1;
+    }
+    *state = st;
+    return 0;
+}
+
+static void manifest_destroy(void *state)
+{
+    manifest_state *st = state;
+    if (!st)
+        return;
+    EVP_MD_free(st->sha1);
+    free(st);
+}
+
+static int manifest_worker_create(void *state, void **scratch, pm_error *err)
+{
+    manifest_scratch *sc = calloc(1, sizeof *sc);
+    if (!sc || !(sc->md = EVP_MD_CTX_new())) {
+        free(sc);
+        return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory");
+    }
+    sc->st = state;
+    pm_buf_init(&sc->str);
+    *scratch = sc;
+    return 0;
+}
+
+static void manifest_worker_destroy(void *scratch)
+{
+    manifest_scratch *sc = scratch;
+    if (!sc)
+        return;
+    EVP_MD_CTX_free(sc->md);
+    pm_buf_free(&sc->str);
+    free(sc);
+}
+
+static int sha1_hex(manifest_scratch *sc, const pm_buf *data, char hex[41], pm_error *err)
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned len = 0;
+    if (!EVP_DigestInit_ex(sc->md, sc->st->sha1, NULL) ||
+        !EVP_DigestUpdate(sc->md, data->data, data->len) ||
+        !EVP_DigestFinal_ex(sc->md, md, &len) || len != 20) {
+        pm_error_set(err, PM_ERR_CRYPTO, "manifest: SHA-1 of pass.json failed");
+        pm_error_add_openssl(err);
+        return -1;
+    }
+    for (unsigned i = 0; i < len; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 15];
+    }
+    hex[40] = '\0';
+    return 0;
+}
+
+static int manifest_process(void *state, void *scratch, pm_job *job)
+{
+    (void)state;
+    manifest_scratch *sc = scratch;
+    if (!sc)
+        return pm_error_set(&job->err, PM_ERR_INTERNAL, "manifest: no worker scratch");
+    json_t *pass = NULL;
+    if (pm_pass_render(job->tmpl, job->record, job->barcodes, job->now, &sc->str, &pass,
+                       &job->err) != 0)
+        return -1;
+    int rc = pm_pass_dump(pass, &job->pass_json, &job->err);
+    json_decref(pass);
+    if (rc != 0)
+        return -1;
+    char hex[41];
+    if (sha1_hex(sc, &job->pass_json, hex, &job->err) != 0)
+        return -1;
+    if (write_manifest(job->tmpl, hex, &job->manifest_json) != 0)
+        return pm_error_set(&job->err, PM_ERR_NOMEM, "manifest: out of memory");
+    return 0;
+}
+
+const pm_stage pm_stage_manifest = {
+    .name = "manifest",
+    .create = manifest_create,
+    .destroy = manifest_destroy,
+    .worker_create = manifest_worker_create,
+    .worker_destroy = manifest_worker_destroy,
+    .process = manifest_process,
+};

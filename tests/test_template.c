@@ -470,3 +470,11 @@ Test(template, bad_folder_name)
     cr_assert_eq(pm_template_load(path, &t, &err), -1);
     cr_assert(strstr(err.message, "has space"), "%s", err.message);
 }
+
+Test(template, reserved_file_names)
+{
+    cr_assert_eq(pmt_sh("echo '{}' > '%s/manifest.json'", copy), 0);
+    expect_fail("manifest.json: reserved name", NULL);
+    cr_assert_eq(pmt_sh("rm '%s/manifest.json' && echo x > '%s/signature'", copy, copy), 0);
+    expect_fail("signature: reserved name", NULL);
+}

@@ -1,0 +1,40 @@
+/*
+ * bundle.h - stage 5: the .pkpass zip, built in memory.
+ *
+ * Runs after sign.  Reads job->tmpl, job->pass_json, job->manifest_json,
+ * job->signature and job->now; writes job->pkpass (the zip bytes) and
+ * job->pkpass_sha256 (SHA-256 of those bytes).
+ *
+ * The archive, built with libzip on an in-memory buffer source (no temp
+ * files), holds in this order:
+ *   pass.json, manifest.json, signature, then every template file in the
+ *   template's (sorted) order, e.g. en.lproj/pass.strings, icon.png, ...
+ * PNGs (pm_template_file.compressed) are stored (ZIP_CM_STORE): deflating
+ * them again only costs time.  Everything else is deflated at zlib's
+ * default level.  No directory entries, no comment, no extra fields.
+ *
+ * Byte-identical output: every entry's modification time is job->now.  Zip
+ * keeps MS-DOS local date/time (2-second resolution, 1980..2107); this
+ * stage stores the UTC wall-clock time of job->now whatever the process's
+ * time zone is, so the same input and clock give the same bytes on every
+ * host.
+ */
+#ifndef PM_STAGE_BUNDLE_H
+#define PM_STAGE_BUNDLE_H
+
+#include <stdint.h>
+
+#include "../pipeline/buf.h"
+#include "../pipeline/template.h"
+#include "stage.h"
+
+/*
+ * Build the .pkpass for one pass into out (replaced).  All inputs are
+ * borrowed.  Errors: PM_ERR_INTERNAL for an empty pass.json, manifest or
+ * signature, PM_ERR_IO for libzip failures, PM_ERR_NOMEM.
+ */
+int pm_bundle_build(const pm_template *tmpl, const pm_buf *pass_json,
+                    const pm_buf *manifest_json, const pm_buf *signature, int64_t now,
+                    pm_buf *out, pm_error *err);
+
+#endif
