@@ -190,6 +190,12 @@ int pm_tz_set_load(const char *zoneinfo_dir, pm_tz_set **out, pm_error *err)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tzdata.zi", zoneinfo_dir);
     FILE *f = fopen(path, "rb");
+    if (!f && errno != ENOENT) {
+        /* Present but unreadable: an installation problem, not a fallback case. */
+        pm_error_set(err, PM_ERR_IO, "opening %s: %s", path, strerror(errno));
+        pm_tz_set_destroy(set);
+        return -1;
+    }
     if (f) {
         errno = 0;
         int rc = tz_parse_zi(set, path, f, err);

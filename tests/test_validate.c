@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "job.h"
 #include "stage.h"
 #include "template.h"
@@ -261,6 +262,34 @@ Test(validate, valid_record_is_active_with_template)
     cr_assert_str_eq(o.status, "active");
     cr_assert_eq(o.tmpl, pm_template_set_find(ctx.templates, "stadium"));
     cr_assert_str_eq(o.tmpl->id, "stadium");
+}
+
+Test(validate, valid_record_is_what_decode_produces)
+{
+    /* VALID is exactly decode's normalized form of itself: the mutations
+       below start from a tree the real pipeline would hand over. */
+    pm_config *cfg = pm_config_create();
+    cr_assert_not_null(cfg);
+    pm_context dctx;
+    memset(&dctx, 0, sizeof dctx);
+    dctx.config = cfg;
+    dctx.fixed_now = -1;
+    void *dstate;
+    pm_error err;
+    cr_assert_eq(pm_stage_decode.create(&dctx, &dstate, &err), 0, "decode create: %s", err.message);
+    pm_job job;
+    pm_job_init(&job);
+    cr_assert_eq(pm_buf_append(&job.raw, VALID, strlen(VALID)), 0);
+    cr_assert_eq(pm_stage_decode.process(dstate, NULL, &job), 0, "decode: %s at %s", job.err.message,
+                 job.err.field);
+    json_t *want = valid();
+    cr_assert(json_equal(job.record, want), "decode normalizes VALID differently");
+    json_decref(want);
+    cr_assert_eq(pm_stage_validate.process(state, NULL, &job), 0, "%s", job.err.message);
+    cr_assert_str_eq(job.status, "active");
+    pm_job_free(&job);
+    pm_stage_decode.destroy(dstate);
+    pm_config_destroy(cfg);
 }
 
 Test(validate, minimal_record_nulls_and_empty_arrays)
