@@ -13,8 +13,22 @@
  *     a wrong type is "schema.type", an unknown enum symbol "schema.enum",
  *     invalid JSON "json.syntax", bad Avro bytes "avro.decode", a bad
  *     Confluent frame "avro.magic" / "avro.schema_id".
- * Array elements appear in paths as "locations[3].latitude".
+ *   - a raw record longer than PM_RECORD_MAX bytes is "record.too_large"
+ *     (field ""), before any parsing; trailing bytes after an Avro datum
+ *     are "avro.decode".
+ * Array elements appear in paths as "locations[3].latitude", map entries
+ * as "metadata.order_id".  A reject about the record as a whole (not a
+ * JSON object, bad JSON, bad frame) has field "".
+ * Avro string bytes are kept as sent; UTF-8 is checked by validate.
  * Sets job->serial to the serial_number string inside the tree.
+ *
+ * Confluent framing: the schema id must be one of kafka.schema_ids
+ * ("id:path.avsc,...") whose file parses to the compiled schema; another
+ * id is "avro.schema_id".  create() fails (PM_ERR_CONFIG) on a malformed
+ * kafka.schema_ids, or, when input.type is kafka with
+ * kafka.value_format avro, on a listed file that cannot be read or that is
+ * not the compiled schema.  Otherwise such ids are just not accepted.
+ * The stage needs no per-worker scratch: its state is read-only.
  *
  * The schema is compiled into the binary (generated from the .avsc by
  * CMake) and parsed once; see pipeline/schema.h.
@@ -23,6 +37,9 @@
 #define PM_STAGE_DECODE_H
 
 #include "stage.h"
+
+/* The largest raw record decode accepts (1 MiB). */
+#define PM_RECORD_MAX ((size_t)1 << 20)
 
 /* Dotted-path lookup in a normalized record: "attendee.face_value.currency". */
 json_t *pm_record_get(json_t *record, const char *path);
