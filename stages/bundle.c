@@ -12,6 +12,9 @@
 #include <openssl/evp.h>
 #include <zip.h>
 
+/* zlib's usual default; libzip's own default is 9, slower for nothing on small files. */
+#define DEFLATE_LEVEL 6
+
 /*
  * libzip converts an entry's time_t to MS-DOS date/time with localtime_r.
  * Hand it the instant whose *local* wall clock equals now's UTC wall clock,
@@ -50,7 +53,7 @@ static int add_entry(zip_t *za, const char *name, const void *data, size_t len, 
         return zip_fail(err, name, zip_get_error(za));
     }
     if (zip_set_file_compression(za, (zip_uint64_t)idx, store ? ZIP_CM_STORE : ZIP_CM_DEFLATE,
-                                 0) != 0 ||
+                                 store ? 0 : DEFLATE_LEVEL) != 0 ||
         zip_file_set_mtime(za, (zip_uint64_t)idx, mtime, 0) != 0)
         return zip_fail(err, name, zip_get_error(za));
     return 0;

@@ -10,8 +10,8 @@
  *   pass.json, manifest.json, signature, then every template file in the
  *   template's (sorted) order, e.g. en.lproj/pass.strings, icon.png, ...
  * PNGs (pm_template_file.compressed) are stored (ZIP_CM_STORE): deflating
- * them again only costs time.  Everything else is deflated at zlib's
- * default level.  No directory entries, no comment, no extra fields.
+ * them again only costs time.  Everything else is deflated at level 6
+ * (zlib's usual default).  No directory entries, no comment, no extra fields.
  *
  * Byte-identical output: every entry's modification time is job->now.  Zip
  * keeps MS-DOS local date/time (2-second resolution, 1980..2107); this
