@@ -11,6 +11,7 @@
 
 #include <avro.h>
 
+#include "buf.h"
 #include "schema.h"
 
 /* ---- the tour ---- */
@@ -337,12 +338,51 @@ static int write_jsonl(FILE *out, pm_sample_gen *g, uint64_t count, pm_error *er
     return 0;
 }
 
+/* Avro long: zig-zag varint. */
+static int put_long(pm_buf *b, int64_t v)
+{
+    uint64_t n = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    unsigned char tmp[10];
+    size_t len = 0;
+    do {
+        tmp[len++] = (unsigned char)((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+        n >>= 7;
+    } while (n);
+    return pm_buf_append(b, tmp, len);
+}
+
+static int put_bytes(pm_buf *b, const void *data, size_t len)
+{
+    return put_long(b, (int64_t)len) || pm_buf_append(b, data, len) ? -1 : 0;
+}
+
+/* One container block: record count, byte size, the datums, the sync marker. */
+static int flush_block(FILE *out, pm_buf *hdr, pm_buf *block, uint64_t records,
+                       const unsigned char sync[16])
+{
+    pm_buf_reset(hdr);
+    if (put_long(hdr, (int64_t)records) || put_long(hdr, (int64_t)block->len))
+        return -1;
+    if (fwrite(hdr->data, 1, hdr->len, out) != hdr->len ||
+        fwrite(block->data, 1, block->len, out) != block->len || fwrite(sync, 1, 16, out) != 16)
+        return -1;
+    pm_buf_reset(block);
+    return 0;
+}
+
+/*
+ * An Object Container File, codec null, written here rather than with
+ * avro_file_writer: that one seeds its sync marker from srand(time(NULL)),
+ * which would make the output differ run to run (and reseed libc's rand).
+ * Here the sync marker comes from the seed, so the bytes are reproducible.
+ * The header carries the .avsc text itself, docs included.
+ */
 static int write_avro(FILE *out, pm_sample_gen *g, uint64_t count, pm_error *err)
 {
+    enum { BLOCK_TARGET = 64 * 1024 };
     if (pm_schema_init(err) != 0)
         return -1;
-    avro_schema_t schema = pm_schema_pass_request();
-    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
+    avro_value_iface_t *iface = avro_generic_class_from_schema(pm_schema_pass_request());
     if (!iface)
         return pm_error_set(err, PM_ERR_INTERNAL, "avro-c: %s", avro_strerror());
     avro_value_t value;
@@ -350,27 +390,72 @@ static int write_avro(FILE *out, pm_sample_gen *g, uint64_t count, pm_error *err
         avro_value_iface_decref(iface);
         return pm_error_set(err, PM_ERR_INTERNAL, "avro-c: %s", avro_strerror());
     }
-    avro_file_writer_t w = NULL;
-    int rc = 0;
-    /* 64 KiB blocks: a record is about 1.5 KiB; avro-c cannot split one. */
-    if (avro_file_writer_create_with_codec_fp(out, "-", 0, schema, &w, "null", 65536) != 0) {
-        rc = pm_error_set(err, PM_ERR_IO, "sample: cannot start the Avro container: %s",
-                          avro_strerror());
-        w = NULL;
+    unsigned char sync[16];
+    /* Its own stream (any constant), so records do not depend on it. */
+    uint64_t st = g->seed ^ 0x4F626A0153594E43ULL;
+    for (int i = 0; i < 2; i++) {
+        uint64_t r = splitmix64(&st);
+        memcpy(sync + 8 * i, &r, 8);
     }
-    for (uint64_t i = 0; rc == 0 && i < count; i++) {
+    pm_buf hdr = PM_BUF_INIT, block = PM_BUF_INIT;
+    avro_writer_t w = avro_writer_memory(NULL, 0);
+    int rc = 0;
+    if (!w) {
+        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const char *schema = pm_schema_pass_request_json;
+    if (pm_buf_append(&hdr, "Obj\x01", 4) || put_long(&hdr, 2) ||
+        put_bytes(&hdr, "avro.schema", 11) || put_bytes(&hdr, schema, strlen(schema)) ||
+        put_bytes(&hdr, "avro.codec", 10) || put_bytes(&hdr, "null", 4) || put_long(&hdr, 0) ||
+        pm_buf_append(&hdr, sync, 16)) {
+        rc = pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (fwrite(hdr.data, 1, hdr.len, out) != hdr.len) {
+        rc = pm_error_set(err, PM_ERR_IO, "sample: write failed: %s", strerror(errno));
+        goto out;
+    }
+    uint64_t in_block = 0;
+    for (uint64_t i = 0; i < count; i++) {
         json_t *rec;
+        size_t size;
         if (pm_sample_gen_next(g, &rec, err) != 0) {
             rc = -1;
-            break;
+            goto out;
         }
         rc = pm_schema_json_to_avro(rec, &value, err);
         json_decref(rec);
-        if (rc == 0 && avro_file_writer_append_value(w, &value) != 0)
-            rc = pm_error_set(err, PM_ERR_IO, "sample: Avro write failed: %s", avro_strerror());
+        if (rc != 0)
+            goto out;
+        if (avro_value_sizeof(&value, &size) != 0 || pm_buf_reserve(&block, size) != 0) {
+            rc = pm_error_set(err, PM_ERR_INTERNAL, "sample: cannot size a datum: %s",
+                              avro_strerror());
+            goto out;
+        }
+        avro_writer_memory_set_dest(w, (const char *)block.data + block.len, (int64_t)size);
+        if (avro_value_write(w, &value) != 0) {
+            rc = pm_error_set(err, PM_ERR_INTERNAL, "sample: avro-c write failed: %s",
+                              avro_strerror());
+            goto out;
+        }
+        block.len += size;
+        in_block++;
+        if (block.len >= BLOCK_TARGET) {
+            if (flush_block(out, &hdr, &block, in_block, sync) != 0) {
+                rc = pm_error_set(err, PM_ERR_IO, "sample: write failed: %s", strerror(errno));
+                goto out;
+            }
+            in_block = 0;
+        }
     }
-    if (w && avro_file_writer_close(w) != 0 && rc == 0)
-        rc = pm_error_set(err, PM_ERR_IO, "sample: Avro write failed: %s", avro_strerror());
+    if (in_block && flush_block(out, &hdr, &block, in_block, sync) != 0)
+        rc = pm_error_set(err, PM_ERR_IO, "sample: write failed: %s", strerror(errno));
+out:
+    if (w)
+        avro_writer_free(w);
+    pm_buf_free(&hdr);
+    pm_buf_free(&block);
     avro_value_decref(&value);
     avro_value_iface_decref(iface);
     return rc;

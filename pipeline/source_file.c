@@ -407,7 +407,7 @@ static int ocf_read_block(file_source *s, pm_error *err)
 
 static int ocf_next(file_source *s, pm_job *job, pm_error *err)
 {
-    char msg[400];
+    char msg[1024];
     for (;;) {
         if (s->stopping)
             return 0;
