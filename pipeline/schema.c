@@ -82,14 +82,21 @@ static void path_init(pm_path *p)
     p->len = 0;
 }
 
-/* Append ".name" (or "name" at the root); returns the old length. */
+/* Append ".name" (or "name" at the root), cut to fit; returns the old
+ * length.  memcpy, not snprintf: this runs for every field of every record. */
 static size_t path_push(pm_path *p, const char *name)
 {
-    size_t old = p->len;
-    int n = snprintf(p->buf + p->len, sizeof p->buf - p->len, "%s%s",
-                     p->len ? "." : "", name);
-    if (n > 0)
-        p->len += (size_t)n < sizeof p->buf - p->len ? (size_t)n : sizeof p->buf - 1 - p->len;
+    size_t old = p->len, room = sizeof p->buf - 1 - p->len;
+    if (p->len && room) {
+        p->buf[p->len++] = '.';
+        room--;
+    }
+    size_t n = strlen(name);
+    if (n > room)
+        n = room;
+    memcpy(p->buf + p->len, name, n);
+    p->len += n;
+    p->buf[p->len] = '\0';
     return old;
 }
 

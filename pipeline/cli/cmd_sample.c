@@ -107,7 +107,11 @@ int cmd_sample(int argc, char **argv)
     pm_error err;
     pm_error_clear(&err);
     if (pm_sample_write(stdout, count, seed, format, &err) != 0) {
-        fprintf(stderr, "passmill sample: %s\n", err.message);
+        /* Library messages start "sample: " already. */
+        const char *msg = err.message;
+        if (strncmp(msg, "sample: ", 8) == 0)
+            msg += 8;
+        fprintf(stderr, "passmill sample: %s\n", msg);
         return err.code == PM_ERR_CONFIG ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
     }
     return PM_EXIT_OK;
