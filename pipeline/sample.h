@@ -37,9 +37,10 @@ int pm_sample_gen_next(pm_sample_gen *g, json_t **out, pm_error *err);
 
 /*
  * Write count records to out: format "jsonl" (one compact JSON object per
- * line) or "avro" (an Avro Object Container File, codec null, with the
- * compiled schema).  Errors: PM_ERR_CONFIG for a bad format, PM_ERR_IO when
- * writing fails.
+ * line) or "avro" (an Avro Object Container File, codec null, the .avsc
+ * text as its schema, 64 KiB blocks, a sync marker derived from the seed,
+ * so the bytes are reproducible too).  Errors: PM_ERR_CONFIG for a bad
+ * format, PM_ERR_IO when writing fails.
  */
 int pm_sample_write(FILE *out, uint64_t count, uint64_t seed, const char *format,
                     pm_error *err);
