@@ -10,8 +10,16 @@
  *   pass.json, manifest.json, signature, then every template file in the
  *   template's (sorted) order, e.g. en.lproj/pass.strings, icon.png, ...
  * PNGs (pm_template_file.compressed) are stored (ZIP_CM_STORE): deflating
- * them again only costs time.  Everything else is deflated at level 6
- * (zlib's usual default).  No directory entries, no comment, no extra fields.
+ * them again only costs time.  Everything else is raw-deflated at level 6
+ * by this stage with one reused zlib stream per worker and handed to libzip
+ * already compressed (a source that reports method, sizes and CRC), which
+ * copies it as is: libzip's own deflate allocates ~256 KiB of zlib state
+ * per entry, which cost more than the RSA signature.  Static template files
+ * are deflated once per worker and template, then reused.  No directory
+ * entries, no comment, no extra fields.
+ *
+ * Errors: PM_ERR_INTERNAL for a job without template, pass.json, manifest
+ * or signature; PM_ERR_IO for libzip failures; PM_ERR_NOMEM.
  *
  * Byte-identical output: every entry's modification time is job->now.  Zip
  * keeps MS-DOS local date/time (2-second resolution, 1980..2107); this
@@ -22,19 +30,6 @@
 #ifndef PM_STAGE_BUNDLE_H
 #define PM_STAGE_BUNDLE_H
 
-#include <stdint.h>
-
-#include "../pipeline/buf.h"
-#include "../pipeline/template.h"
 #include "stage.h"
-
-/*
- * Build the .pkpass for one pass into out (replaced).  All inputs are
- * borrowed.  Errors: PM_ERR_INTERNAL for an empty pass.json, manifest or
- * signature, PM_ERR_IO for libzip failures, PM_ERR_NOMEM.
- */
-int pm_bundle_build(const pm_template *tmpl, const pm_buf *pass_json,
-                    const pm_buf *manifest_json, const pm_buf *signature, int64_t now,
-                    pm_buf *out, pm_error *err);
 
 #endif
