@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,5 +508,65 @@ Test(sign, ec_key_signs_through_cms_api)
 {
     pm_identity *id = cli_identity("-newkey ec -pkeyopt ec_paramgen_curve:P-256");
     sign_and_check(id, T_2027, false, " UTCTIME:Jan 1 00:00:00 2027 GMT\n");
+    pm_identity_destroy(id);
+}
+
+/* Workers share the signer and have their own scratch: same bytes as the reference. */
+typedef struct worker_arg {
+    const pm_signer *signer;
+    int index;
+    pm_buf out[8];
+    int failures;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    pm_signer_scratch *sc = NULL;
+    pm_error e;
+    if (pm_signer_scratch_create(a->signer, &sc, &e) != 0) {
+        a->failures++;
+        return NULL;
+    }
+    char m[128];
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 8; i++) {
+            snprintf(m, sizeof m, "{\"pass.json\":\"worker %d manifest %d\"}", a->index, i);
+            if (pm_signer_sign(sc, (const uint8_t *)m, strlen(m), T_2027 + i, &a->out[i], &e) != 0)
+                a->failures++;
+        }
+    }
+    pm_signer_scratch_destroy(sc);
+    return NULL;
+}
+
+Test(sign, concurrent_workers_match_reference)
+{
+    pm_identity *id = load_shared();
+    pm_signer *s = NULL;
+    pm_error e;
+    cr_assert_eq(pm_signer_create(id, &s, &e), 0, "%s", e.message);
+    static worker_arg args[3];
+    pthread_t th[3];
+    for (int t = 0; t < 3; t++) {
+        args[t] = (worker_arg){.signer = s, .index = t};
+        cr_assert_eq(pthread_create(&th[t], NULL, worker, &args[t]), 0);
+    }
+    for (int t = 0; t < 3; t++)
+        pthread_join(th[t], NULL);
+    pm_buf ref = PM_BUF_INIT;
+    char m[128];
+    for (int t = 0; t < 3; t++) {
+        cr_assert_eq(args[t].failures, 0);
+        for (int i = 0; i < 8; i++) {
+            snprintf(m, sizeof m, "{\"pass.json\":\"worker %d manifest %d\"}", t, i);
+            cr_assert_eq(pm_sign_manifest(id, (const uint8_t *)m, strlen(m), T_2027 + i, &ref, &e), 0);
+            cr_assert_eq(args[t].out[i].len, ref.len);
+            cr_assert_eq(memcmp(args[t].out[i].data, ref.data, ref.len), 0, "worker %d manifest %d", t, i);
+            pm_buf_free(&args[t].out[i]);
+        }
+    }
+    pm_buf_free(&ref);
+    pm_signer_destroy(s);
     pm_identity_destroy(id);
 }
