@@ -166,11 +166,23 @@ static int load_pem(const pm_config *cfg, const passphrase *pw, pm_identity *id,
     return 0;
 }
 
+/* A copy of x made in the current default library context (via DER). */
+static X509 *x509_reencode(X509 *x)
+{
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    const unsigned char *p = der;
+    X509 *copy = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    OPENSSL_free(der);
+    return copy;
+}
+
 /*
  * PKCS#12 files exported by macOS Keychain use RC2/3DES, which OpenSSL 3
  * only has in the "legacy" provider.  Retry in a private library context
- * with that provider (this thread only), then move the results to the
- * default context by re-encoding, so nothing outlives the private context.
+ * with that provider (made the default for this thread only), then move the
+ * key and certificates to the default context by re-encoding them: objects
+ * made in the private context must not outlive it.
  */
 static int p12_parse_legacy(PKCS12 *p12, const char *pass, EVP_PKEY **key,
                             X509 **cert, STACK_OF(X509) **ca)
@@ -180,24 +192,39 @@ static int p12_parse_legacy(PKCS12 *p12, const char *pass, EVP_PKEY **key,
         return 0;
     OSSL_PROVIDER *legacy = OSSL_PROVIDER_load(lib, "legacy");
     OSSL_PROVIDER *deflt = OSSL_PROVIDER_load(lib, "default");
-    int ok = 0;
+    EVP_PKEY *k = NULL;
+    X509 *c = NULL;
+    STACK_OF(X509) *chain = NULL;
+    unsigned char *der = NULL;
+    int derlen = 0, ok = 0;
     if (legacy && deflt) {
         OSSL_LIB_CTX *prev = OSSL_LIB_CTX_set0_default(lib);
-        EVP_PKEY *k = NULL;
-        ok = PKCS12_parse(p12, pass, &k, cert, ca);
-        if (ok && k) {
-            unsigned char *der = NULL;
-            int n = i2d_PrivateKey(k, &der);
-            EVP_PKEY_free(k);
-            OSSL_LIB_CTX_set0_default(prev);
-            const unsigned char *p = der;
-            *key = n > 0 ? d2i_AutoPrivateKey(NULL, &p, n) : NULL;
-            OPENSSL_clear_free(der, n > 0 ? (size_t)n : 0);
-            ok = *key != NULL;
-        } else {
-            OSSL_LIB_CTX_set0_default(prev);
-        }
+        ok = PKCS12_parse(p12, pass, &k, &c, &chain) && k && c;
+        if (ok)
+            derlen = i2d_PrivateKey(k, &der);
+        OSSL_LIB_CTX_set0_default(prev);
     }
+    if (ok && derlen > 0) {
+        const unsigned char *p = der;
+        *key = d2i_AutoPrivateKey(NULL, &p, derlen);
+        *cert = x509_reencode(c);
+        *ca = sk_X509_new_null();
+        ok = *key && *cert && *ca;
+        for (int i = 0; ok && i < sk_X509_num(chain); i++) {
+            X509 *copy = x509_reencode(sk_X509_value(chain, i));
+            if (!copy || !sk_X509_push(*ca, copy)) {
+                X509_free(copy);
+                ok = 0;
+            }
+        }
+    } else {
+        ok = 0;
+    }
+    if (der)
+        OPENSSL_clear_free(der, (size_t)derlen);
+    EVP_PKEY_free(k);
+    X509_free(c);
+    sk_X509_pop_free(chain, X509_free);
     OSSL_PROVIDER_unload(legacy);
     OSSL_PROVIDER_unload(deflt);
     OSSL_LIB_CTX_free(lib);
@@ -217,7 +244,8 @@ static int load_p12(const pm_config *cfg, const passphrase *pw, pm_identity *id,
         return crypto_error(err, "sign.p12", cfg->sign_p12,
                             "expected a DER PKCS#12 file (.p12/.pfx)");
     const char *pass = pw->present ? pw->text : NULL;
-    if (!PKCS12_verify_mac(p12, pass, -1) &&
+    /* Check the MAC first: it tells a wrong passphrase from a damaged file. */
+    if (PKCS12_mac_present(p12) && !PKCS12_verify_mac(p12, pass, -1) &&
         !(pass == NULL && (PKCS12_verify_mac(p12, "", 0) || PKCS12_verify_mac(p12, NULL, 0)))) {
         PKCS12_free(p12);
         ERR_clear_error();

@@ -277,6 +277,37 @@ Test(identity, load_p12_with_passphrase_from_env)
     pm_config_destroy(cfg);
 }
 
+/* macOS Keychain exports use RC2-40/3DES: only OpenSSL's legacy provider has RC2. */
+Test(identity, load_legacy_rc2_p12_from_keychain_style_export)
+{
+    cr_assert_eq(pmt_sh("PM_PW=keychain-pass openssl pkcs12 -export -legacy -in '%s' -inkey '%s' "
+                        "-certfile '%s' -passout env:PM_PW -out '%s/legacy.p12'",
+                        idf("signer.pem"), idf("signer.key"), idf("wwdr.pem"), work), 0);
+    int status;
+    char *info = pmt_sh_out(&status, "openssl pkcs12 -in '%s/legacy.p12' -info -noout -passin pass:keychain-pass "
+                                     "-legacy 2>&1 | grep -c RC2", work);
+    cr_assert_str_eq(info, "1\n", "the file really uses RC2");
+    free(info);
+    char p12[1100], passf[1100];
+    snprintf(p12, sizeof p12, "%s/legacy.p12", work);
+    snprintf(passf, sizeof passf, "%s/pw", work);
+    cr_assert_eq(pmt_write_file(passf, "keychain-pass\n", 14), 0);
+    pm_config *cfg = pm_config_create();
+    pm_error e;
+    cr_assert_eq(pm_config_set(cfg, "sign.p12", p12, &e), 0);
+    cr_assert_eq(pm_config_set(cfg, "sign.passphrase_file", passf, &e), 0);
+    pm_identity *id = NULL;
+    cr_assert_eq(pm_identity_load(cfg, &id, &e), 0, "%s", e.message);
+    cr_assert_str_eq(id->pass_type_id, PASS_TYPE);
+    cr_assert_eq(sk_X509_num(id->chain), 1);
+    /* The key works in the default library context once the legacy one is gone. */
+    pm_buf sig = PM_BUF_INIT;
+    cr_assert_eq(pm_sign_manifest(id, (const uint8_t *)"{}", 2, T_2027, &sig, &e), 0, "%s", e.message);
+    pm_buf_free(&sig);
+    pm_identity_destroy(id);
+    pm_config_destroy(cfg);
+}
+
 Test(identity, encrypted_pem_key_with_passphrase_file)
 {
     cr_assert_eq(pmt_sh("cd '%s' && printf 's3cret-pem\\nsecond line ignored\\n' > pass.txt && "
