@@ -11,7 +11,7 @@
  * Two implementations, one output:
  *   - pm_sign_manifest(): the reference, built with OpenSSL's CMS API for
  *     every call.  Simple, but each call fetches algorithms and builds and
- *     encodes the whole structure (~7% of an RSA-2048 signature's cost, more
+ *     encodes the whole structure (5-10% of an RSA-2048 signature's cost, more
  *     under thread contention).
  *   - pm_signer / pm_signer_scratch: the hot path.  pm_signer_create() builds
  *     one signature with the CMS API and records where, in its DER, the

@@ -470,7 +470,8 @@ Test(cli, verify_exit_codes_and_lines)
     free(out);
     out = pmt_sh_out(&st, "cd '%s' && '%s' verify good.pkpass", work, bin);
     cr_assert_eq(st, 0);
-    cr_assert(strncmp(out, "OK good.pkpass\n  note: signature.chain: not checked", 51) == 0, "%s", out);
+    const char *note = "OK good.pkpass\n  note: signature.chain: not checked";
+    cr_assert(strncmp(out, note, strlen(note)) == 0, "%s", out);
     free(out);
     out = pmt_sh_out(&st, "cd '%s' && '%s' verify --quiet --ca '%s' good.pkpass", work, bin, ca);
     cr_assert_eq(st, 0);
@@ -478,8 +479,9 @@ Test(cli, verify_exit_codes_and_lines)
     free(out);
     out = pmt_sh_out(&st, "cd '%s' && '%s' verify --ca '%s' good.pkpass bad.pkpass", work, bin, ca);
     cr_assert_eq(st, 1);
-    cr_assert(strncmp(out, "OK good.pkpass\nFAIL bad.pkpass: manifest.hash: pass.json: manifest.json says SHA-1 ",
-                      86) == 0, "%s", out);
+    const char *two = "OK good.pkpass\nFAIL bad.pkpass: manifest.hash: pass.json: manifest.json says SHA-1 ";
+    cr_assert(strncmp(out, two, strlen(two)) == 0, "%s", out);
+    cr_assert(strchr(out + strlen(two), '\n') == out + strlen(out) - 1, "one FAIL line: %s", out);
     free(out);
     out = pmt_sh_out(&st, "cd '%s' && '%s' verify 2>/dev/null", work, bin);
     cr_assert_eq(st, 2);
@@ -497,7 +499,8 @@ Test(cli, verify_exit_codes_and_lines)
     free(out);
     out = pmt_sh_out(&st, "'%s' verify --help", bin);
     cr_assert_eq(st, 0);
-    cr_assert(strncmp(out, "usage: passmill verify [--ca FILE] [--quiet] FILE.pkpass...", 59) == 0, "%s", out);
+    const char *usage = "usage: passmill verify [--ca FILE] [--quiet] FILE.pkpass...\n";
+    cr_assert(strncmp(out, usage, strlen(usage)) == 0, "%s", out);
     free(out);
 }
 
@@ -534,6 +537,7 @@ Test(cli, identity_create)
     free(out);
     out = pmt_sh_out(&st, "'%s' identity --help", bin);
     cr_assert_eq(st, 0);
-    cr_assert(strncmp(out, "usage: passmill identity create DIR", 35) == 0);
+    const char *usage = "usage: passmill identity create DIR [--pass-type-id ID] [--team-id ID]\n";
+    cr_assert(strncmp(out, usage, strlen(usage)) == 0, "%s", out);
     free(out);
 }

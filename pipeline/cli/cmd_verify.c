@@ -72,7 +72,7 @@ int cmd_verify(int argc, char **argv)
         return PM_EXIT_USAGE;
     }
     int status = PM_EXIT_OK;
-    static pm_verify_report report; /* ~12 KiB: keep it off the stack */
+    static pm_verify_report report; /* ~15 KiB: keep it off the stack */
     for (int i = optind; i < argc; i++) {
         int rc = pm_verify_file(argv[i], ca, &report);
         if (rc < 0) {
