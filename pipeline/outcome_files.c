@@ -85,7 +85,15 @@ json_t *pm_outcome_reject_json(const pm_job *job)
     json_t *r = json_object();
     if (!r)
         return NULL;
-    json_object_set_new(r, "serial", job->serial ? json_string(job->serial) : json_null());
+    /* The original record, untouched: as JSON when it was JSON, else base64. */
+    json_t *orig = NULL;
+    if (job->format == PM_INPUT_JSON)
+        orig = json_loadb((const char *)job->raw.data, job->raw.len, JSON_DECODE_ANY, NULL);
+    /* A record that failed decoding has no job->serial; its JSON may still name one. */
+    const char *serial = job->serial;
+    if (!serial && json_is_object(orig))
+        serial = json_string_value(json_object_get(orig, "serial_number"));
+    json_object_set_new(r, "serial", serial ? json_string(serial) : json_null());
     if (job->err.code == PM_ERR_REJECT) {
         json_object_set_new(r, "code", json_string(job->err.reason));
     } else {
@@ -96,10 +104,6 @@ json_t *pm_outcome_reject_json(const pm_job *job)
     json_object_set_new(r, "field", json_string(job->err.field));
     json_object_set_new(r, "reason", json_string(job->err.message));
     json_object_set_new(r, "origin", origin_json(&job->origin));
-    /* The original record, untouched: as JSON when it was JSON, else base64. */
-    json_t *orig = NULL;
-    if (job->format == PM_INPUT_JSON)
-        orig = json_loadb((const char *)job->raw.data, job->raw.len, JSON_DECODE_ANY, NULL);
     if (orig) {
         json_object_set_new(r, "record", orig);
     } else {

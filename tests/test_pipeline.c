@@ -17,20 +17,20 @@ static void setup(void)
 {
     work = pmt_tmpdir("pipe");
     cr_assert_not_null(work);
+    setenv("W", work, 1); /* shell commands below say "$W" */
     cr_assert_eq(pmt_sh("'%s' identity create '%s/id' >/dev/null", pmt_passmill(), work), 0);
     cr_assert_eq(pmt_sh("printf 'test-barcode-secret' > '%s/secret'", work), 0);
     char path[1024];
     snprintf(path, sizeof path, "%s/run.conf", work);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fprintf(f,
-            "input.path = %1$s/in.jsonl\n"
-            "template.dir = %2$s/config/templates\n"
-            "sign.cert = %1$s/id/signer.pem\nsign.key = %1$s/id/signer.key\nsign.chain = %1$s/id/wwdr.pem\n"
-            "barcode.secret_env = PM_TEST_NO_SUCH_VAR\nbarcode.secret_file = %1$s/secret\n"
-            "store.dir = %1$s/store\noutput.ledger = %1$s/ledger.jsonl.zst\noutput.rejects = %1$s/rejects.jsonl\n"
-            "engine.workers = 2\nengine.progress_ms = 0\n",
-            work, PM_SOURCE_DIR);
+    fprintf(f, "input.path = %s/in.jsonl\ntemplate.dir = %s/config/templates\n", work, PM_SOURCE_DIR);
+    fprintf(f, "sign.cert = %s/id/signer.pem\nsign.key = %s/id/signer.key\nsign.chain = %s/id/wwdr.pem\n",
+            work, work, work);
+    fprintf(f, "barcode.secret_env = PM_TEST_NO_SUCH_VAR\nbarcode.secret_file = %s/secret\n", work);
+    fprintf(f, "store.dir = %s/store\noutput.ledger = %s/ledger.jsonl.zst\noutput.rejects = %s/rejects.jsonl\n",
+            work, work, work);
+    fprintf(f, "engine.workers = 2\nengine.progress_ms = 0\n");
     fclose(f);
 }
 
@@ -65,11 +65,11 @@ Test(pipeline, every_pass_signed_verified_and_hashed)
     free(summary);
 
     /* passmill's own verifier, chain checked against the dev CA. */
-    cr_assert_eq(pmt_sh("'%1$s' verify --quiet --ca '%2$s/id/ca.pem' '%2$s'/store/passes/*.pkpass >/dev/null",
-                        pmt_passmill(), work), 0);
+    cr_assert_eq(pmt_sh("'%s' verify --quiet --ca \"$W/id/ca.pem\" \"$W\"/store/passes/*.pkpass >/dev/null",
+                        pmt_passmill()), 0);
     /* openssl CLI + unzip + sha1sum on every pass: an independent check. */
     cr_assert_eq(pmt_sh(
-        "set -e; cd '%1$s'; n=0; for p in store/passes/*.pkpass; do "
+        "set -e; cd \"$W\"; n=0; for p in store/passes/*.pkpass; do "
         "  rm -rf x; mkdir x; (cd x && unzip -q ../$p); "
         "  openssl cms -verify -binary -inform DER -in x/signature -content x/manifest.json "
         "    -CAfile id/ca.pem -purpose any -out /dev/null 2>/dev/null; "
@@ -77,7 +77,7 @@ Test(pipeline, every_pass_signed_verified_and_hashed)
         "   files=[f for f in (os.path.relpath(os.path.join(r,x)) for r,_,fs in os.walk(\".\") for x in fs) if f not in (\"manifest.json\",\"signature\")];"
         "   assert sorted(files)==sorted(m), (files, m);"
         "   [sys.exit(\"hash \"+f) for f in m if hashlib.sha1(open(f,\"rb\").read()).hexdigest()!=m[f]]'); "
-        "  n=$((n+1)); done; test $n -eq 120", work), 0);
+        "  n=$((n+1)); done; test $n -eq 120"), 0);
 }
 
 Test(pipeline, qr_images_decode_to_the_pass_barcode)
@@ -89,7 +89,7 @@ Test(pipeline, qr_images_decode_to_the_pass_barcode)
     cr_assert_eq(pmt_sh(
         "set -e; cd '%s'; for p in store/passes/*.pkpass; do s=$(basename $p .pkpass); "
         "  msg=$(unzip -p $p pass.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"barcodes\"][0][\"message\"], end=\"\")'); "
-        "  got=$(zbarimg --raw -q -Sbinary qr/$s.png); test \"$got\" = \"$msg\"; done", work), 0);
+        "  got=$(zbarimg --raw -q -Sbinary store/qr/$s.png); test \"$got\" = \"$msg\"; done", work), 0);
 }
 
 Test(pipeline, fixed_clock_gives_byte_identical_output)
@@ -98,19 +98,19 @@ Test(pipeline, fixed_clock_gives_byte_identical_output)
     char *summary;
     cr_assert_eq(run(&summary, NULL), 0);
     free(summary);
-    cr_assert_eq(pmt_sh("mv '%1$s/store' '%1$s/store1'", work), 0);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/store1\""), 0);
     cr_assert_eq(run(&summary, "--workers 1"), 0);
     free(summary);
-    cr_assert_eq(pmt_sh("diff -r '%1$s/store1' '%1$s/store' >/dev/null", work), 0,
+    cr_assert_eq(pmt_sh("diff -r \"$W/store1\" \"$W/store\" >/dev/null"), 0,
                  "same input and clock must give the same bytes");
     /* and a different clock gives different signatures */
-    cr_assert_eq(pmt_sh("mv '%1$s/store' '%1$s/store2'", work), 0);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/store2\""), 0);
     int status;
     char *out = pmt_sh_out(&status, "'%s' run -c '%s/run.conf' --now 2027-05-02T12:00:00Z 2>/dev/null",
                            pmt_passmill(), work);
     free(out);
     cr_assert_eq(status, 0);
-    cr_assert_neq(pmt_sh("diff -r -q '%1$s/store1' '%1$s/store' >/dev/null", work), 0);
+    cr_assert_neq(pmt_sh("diff -r -q \"$W/store1\" \"$W/store\" >/dev/null"), 0);
 }
 
 /* One hostile record per line, each with the code and field it must get. */
