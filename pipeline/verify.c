@@ -762,11 +762,18 @@ static void check_signature(pkpass *p, X509_STORE *store, pm_verify_report *r)
     if (p->manifest_json) {
         BIO *content = BIO_new_mem_buf(p->manifest_json->data, (int)p->manifest_json->len);
         if (content && CMS_verify(cms, NULL, NULL, content, NULL,
-                                  CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) == 1)
+                                  CMS_BINARY | CMS_NO_SIGNER_CERT_VERIFY) == 1) {
             rule_ok(r);
-        else
-            fail(r, "signature.digest", "the signature does not verify over manifest.json: %s",
+        } else {
+            /* CMS reports a message digest mismatch as a content verify error. */
+            bool content_changed = ERR_GET_LIB(ERR_peek_last_error()) == ERR_LIB_CMS &&
+                                   ERR_GET_REASON(ERR_peek_last_error()) == CMS_R_CONTENT_VERIFY_ERROR;
+            fail(r, "signature.digest", "the signature does not verify over manifest.json: %s (%s)",
+                 content_changed ? "manifest.json differs from what was signed (changed after signing, "
+                                   "or the signature belongs to another pass)"
+                                 : "the signature value is invalid (damaged, or made with another key)",
                  openssl_reasons(why, sizeof why));
+        }
         BIO_free(content);
     }
     check_chain(cms, signer, store, r);

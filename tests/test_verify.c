@@ -407,7 +407,11 @@ Test(verify, signature_rules)
     recipe parse = {.after_sign = "printf 'not DER' > signature"};
     expect_only(&parse, "signature.parse", "expected DER PKCS#7/CMS SignedData");
     recipe digest = {.after_sign = "printf ' ' >> manifest.json"};
-    expect_only(&digest, "signature.digest", "does not verify over manifest.json");
+    expect_only(&digest, "signature.digest", "manifest.json differs from what was signed");
+    /* The RSA value is the last thing in the DER: flip its last byte. */
+    recipe value = {.after_sign = "python3 -c 'b=bytearray(open(\"signature\",\"rb\").read()); b[-1]^=1;"
+                                  "open(\"signature\",\"wb\").write(b)'"};
+    expect_only(&value, "signature.digest", "the signature value is invalid");
     recipe attached = {.sign_extra = "-nodetach"};
     expect_only(&attached, "signature.detached", "embedded");
     /* Without the intermediate, the chain cannot be built either: check without a CA. */
