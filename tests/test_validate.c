@@ -929,7 +929,7 @@ Test(validate, beacons)
 static json_t *custom_fields(size_t n)
 {
     json_t *arr = json_array();
-    char key[16];
+    char key[32];
     for (size_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "k%zu", i);
         json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "key", key, "label", "L", "value", "V"));
@@ -967,7 +967,7 @@ Test(validate, custom_fields)
 static json_t *metadata(size_t n)
 {
     json_t *obj = json_object();
-    char key[16];
+    char key[32];
     for (size_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "k%zu", i);
         json_object_set_new(obj, key, json_string("v"));
