@@ -57,6 +57,31 @@ static int load_barcode_key(const pm_config *cfg, pm_context *ctx, pm_error *err
     return 0;
 }
 
+/*
+ * Wallet refuses a pass whose passTypeIdentifier/teamIdentifier differ from
+ * the signing certificate's UID/OU: catch that once at start-up rather than
+ * producing thousands of passes that will not open.
+ */
+static int check_templates_match_identity(const pm_context *ctx, pm_error *err)
+{
+    for (size_t i = 0; i < pm_template_set_count(ctx->templates); i++) {
+        const pm_template *t = pm_template_set_at(ctx->templates, i);
+        const char *type = json_string_value(json_object_get(t->skeleton, "passTypeIdentifier"));
+        const char *team = json_string_value(json_object_get(t->skeleton, "teamIdentifier"));
+        if (!type || strcmp(type, ctx->identity->pass_type_id) != 0)
+            return pm_error_set(err, PM_ERR_CONFIG,
+                                "template '%s': passTypeIdentifier '%s' does not match the signing "
+                                "certificate's pass type id '%s' (subject UID); Wallet would refuse "
+                                "every pass", t->id, type ? type : "", ctx->identity->pass_type_id);
+        if (!team || strcmp(team, ctx->identity->team_id) != 0)
+            return pm_error_set(err, PM_ERR_CONFIG,
+                                "template '%s': teamIdentifier '%s' does not match the signing "
+                                "certificate's team id '%s' (subject OU); Wallet would refuse "
+                                "every pass", t->id, team ? team : "", ctx->identity->team_id);
+    }
+    return 0;
+}
+
 int pm_context_create(const pm_config *cfg, pm_context **out, pm_error *err)
 {
     pm_context *ctx = calloc(1, sizeof *ctx);
@@ -77,6 +102,8 @@ int pm_context_create(const pm_config *cfg, pm_context **out, pm_error *err)
         goto fail;
     }
     if (pm_identity_load(cfg, &ctx->identity, err) != 0)
+        goto fail;
+    if (check_templates_match_identity(ctx, err) != 0)
         goto fail;
     if (load_barcode_key(cfg, ctx, err) != 0)
         goto fail;

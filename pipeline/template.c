@@ -1072,3 +1072,8 @@ size_t pm_template_set_count(const pm_template_set *set)
 {
     return set ? set->len : 0;
 }
+
+const pm_template *pm_template_set_at(const pm_template_set *set, size_t i)
+{
+    return set && i < set->len ? set->items[i] : NULL;
+}

@@ -52,6 +52,8 @@ void pm_template_set_destroy(pm_template_set *set);
 /* NULL if no such template. */
 const pm_template *pm_template_set_find(const pm_template_set *set, const char *id);
 size_t pm_template_set_count(const pm_template_set *set);
+/* The i-th template in id order, NULL past the end (for start-up checks). */
+const pm_template *pm_template_set_at(const pm_template_set *set, size_t i);
 
 /* Load one template folder (the id is the folder's base name). */
 int pm_template_load(const char *path, pm_template **out, pm_error *err);

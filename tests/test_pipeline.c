@@ -239,3 +239,18 @@ Test(pipeline, the_barcode_secret_never_appears_in_output)
     cr_assert_neq(pmt_sh("cd '%s' && grep -r -a -l 'test-barcode-secret' store stderr.txt rejects.jsonl", work), 0);
     cr_assert_neq(pmt_sh("cd '%s' && zstd -dc ledger.jsonl.zst | grep -q 'test-barcode-secret'", work), 0);
 }
+
+Test(pipeline, an_identity_for_another_pass_type_is_refused_at_start)
+{
+    cr_assert_eq(pmt_sh("'%s' identity create \"$W/other\" --pass-type-id pass.com.example.other >/dev/null",
+                        pmt_passmill()), 0);
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 1 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    int status;
+    char *out = pmt_sh_out(&status,
+                           "'%s' run -c \"$W/run.conf\" -X sign.cert=\"$W/other/signer.pem\" "
+                           "-X sign.key=\"$W/other/signer.key\" -X sign.chain=\"$W/other/wwdr.pem\" 2>&1",
+                           pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "template 'stadium'") && strstr(out, "pass.com.example.other"), "%s", out);
+    free(out);
+}
