@@ -26,6 +26,10 @@
 #include "pool.h"
 #include "queue.h"
 
+/* Durability batching: wait up to this long for up to this many passes. */
+#define DURABILITY_LINGER_MS 10
+#define DURABILITY_BATCH 256
+
 struct pm_completion {
     atomic_int refs;
     atomic_bool ok;
@@ -252,6 +256,19 @@ static void *durability_main(void *arg)
         pthread_mutex_lock(&e->dmu);
         while (e->pending_len == 0 && !e->dstop)
             pthread_cond_wait(&e->dcond, &e->dmu);
+        /* Group commit: linger briefly so one sync covers many passes.
+         * Without it each sync covered ~1.5 passes (measured: 6861 syncfs
+         * calls for 10,000 passes). */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += DURABILITY_LINGER_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (e->pending_len < DURABILITY_BATCH && e->pending_len < e->pending_cap / 2 && !e->dstop)
+            if (pthread_cond_timedwait(&e->dcond, &e->dmu, &until) != 0)
+                break;
         size_t n = e->pending_len;
         memcpy(batch, e->pending, n * sizeof *batch);
         e->pending_len = 0;
