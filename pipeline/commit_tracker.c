@@ -81,6 +81,14 @@ int pm_commit_tracker_add(pm_commit_tracker *t, int64_t offset)
     return 0;
 }
 
+int pm_commit_tracker_start(pm_commit_tracker *t, int64_t offset)
+{
+    if (t->len || t->last_added >= 0 || offset < 0)
+        return -1;
+    t->last_added = offset - 1;
+    return 0;
+}
+
 /* Binary search: entries are sorted by offset. */
 static entry *find(pm_commit_tracker *t, int64_t offset)
 {

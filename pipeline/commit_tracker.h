@@ -35,6 +35,13 @@ void pm_commit_tracker_destroy(pm_commit_tracker *t);
 int pm_commit_tracker_add(pm_commit_tracker *t, int64_t offset);
 
 /*
+ * Before the first add: everything below `offset` is known to be done (a
+ * partition handed back by a rebalance resumes where it was), so the
+ * watermark is `offset` until records arrive.  Returns -1 after an add.
+ */
+int pm_commit_tracker_start(pm_commit_tracker *t, int64_t offset);
+
+/*
  * The record with this offset finished: durable (ok) or failed.  Returns 0,
  * or -1 when the offset is not in flight (never added, or finished twice).
  */

@@ -77,6 +77,8 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         fprintf(stderr, "passmill: kafka producer: fatal error: %s\n", why);
         return; /* every later delivery report fails, so nothing is committed */
     }
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        return; /* librdkafka's own log line (FAIL) already says it */
     fprintf(stderr, "passmill: kafka producer: %s\n", reason);
 }
 

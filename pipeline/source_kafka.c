@@ -18,7 +18,10 @@
  * on revoke the source waits up to PM_KAFKA_REVOKE_WAIT_MS for the records
  * in flight from those partitions, commits what is done, then gives them
  * up; records that finish later are not committed (they are re-delivered
- * to the new owner).  On assign every partition starts a fresh tracker.
+ * to the new owner).  On assign every partition starts a fresh tracker; a
+ * partition that comes straight back to us resumes at our own watermark
+ * (the commit on revoke may have been refused mid-rebalance).  close()
+ * retries its final commit while the group rebalances.
  *
  * Backpressure: prefetching is bounded by queued.max.messages.kbytes
  * (16 MB by default here); when the engine's queue stays full for
@@ -51,6 +54,8 @@
 /* How long close() waits for every record in flight before the last commit. */
 #define PM_KAFKA_CLOSE_WAIT_MS 30000
 #define PM_KAFKA_POLL_MS 100
+/* How long close() keeps retrying the last commit (rebalance, coordinator move). */
+#define PM_KAFKA_CLOSE_COMMIT_MS 20000
 /*
  * Backpressure pauses the partitions only once it has lasted this long.
  * The engine signals it around every wait for a free job, often once per
@@ -89,6 +94,7 @@ typedef struct kafka_source {
     size_t parts_cap;
     size_t n_assigned;
     part *retired;             /* revoked, with records still in flight */
+    int64_t *resume_at;        /* by partition id: watermark when revoked, -1 none */
     uint64_t next_gen;
     bool pressure;             /* backpressure signalled (engine queue full) */
     int64_t pressure_since_ms;
@@ -131,6 +137,12 @@ static int table_reserve(kafka_source *s, int32_t id)
         return -1;
     memset(parts + s->parts_cap, 0, (cap - s->parts_cap) * sizeof *parts);
     s->parts = parts;
+    int64_t *resume = realloc(s->resume_at, cap * sizeof *resume);
+    if (!resume)
+        return -1;
+    for (size_t i = s->parts_cap; i < cap; i++)
+        resume[i] = -1;
+    s->resume_at = resume;
     s->parts_cap = cap;
     return 0;
 }
@@ -208,6 +220,14 @@ static rd_kafka_topic_partition_list_t *commit_list(kafka_source *s,
     return list;
 }
 
+/* Commit refusals that only mean "the group is rebalancing, commit later". */
+static bool rebalancing(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID;
+}
+
 /* A commit finished (async: from the commit callback; sync: directly). */
 static void commit_result(kafka_source *s, rd_kafka_resp_err_t err,
                           const rd_kafka_topic_partition_list_t *offsets)
@@ -229,7 +249,7 @@ static void commit_result(kafka_source *s, rd_kafka_resp_err_t err,
         }
     }
     pthread_mutex_unlock(&s->mu);
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET && !rebalancing(err))
         fprintf(stderr, "passmill: kafka: offset commit failed (will retry): %s\n",
                 rd_kafka_err2str(err));
 }
@@ -304,15 +324,17 @@ static void revoke(kafka_source *s, const rd_kafka_topic_partition_list_t *parts
     /* A lost assignment belongs to someone else already: do not commit. */
     if (!lost) {
         rd_kafka_resp_err_t err = commit_now(s, parts);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET && !rebalancing(err))
             fprintf(stderr, "passmill: kafka: commit on revoke failed: %s\n",
                     rd_kafka_err2str(err));
     }
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < parts->cnt; i++) {
         int32_t id = parts->elems[i].partition;
-        if (id >= 0 && (size_t)id < s->parts_cap && s->parts[id])
+        if (id >= 0 && (size_t)id < s->parts_cap && s->parts[id]) {
+            s->resume_at[id] = pm_commit_tracker_watermark(s->parts[id]->tracker);
             retire(s, s->parts[id]);
+        }
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -321,9 +343,23 @@ static void assign(kafka_source *s, rd_kafka_topic_partition_list_t *parts, bool
 {
     pthread_mutex_lock(&s->mu);
     bool ok = true;
-    for (int i = 0; i < parts->cnt; i++)
-        if (!assign_part(s, parts->elems[i].partition))
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &parts->elems[i];
+        int64_t resume = tp->partition >= 0 && (size_t)tp->partition < s->parts_cap
+                             ? s->resume_at[tp->partition] : -1;
+        part *p = assign_part(s, tp->partition);
+        if (!p) {
             ok = false;
+        } else if (resume >= 0) {
+            /* Ours again: continue from our own watermark, which may be
+             * ahead of the committed offset when the commit on revoke
+             * failed.  Everything below it is durably done. */
+            tp->offset = resume;
+            pm_commit_tracker_start(p->tracker, resume);
+        }
+    }
+    for (size_t i = 0; i < s->parts_cap; i++)
+        s->resume_at[i] = -1;
     pthread_mutex_unlock(&s->mu);
     if (!ok)
         set_fatal(s, PM_ERR_NOMEM, "%s", "out of memory for partition trackers");
@@ -377,6 +413,8 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         set_fatal(s, PM_ERR_IO, "kafka consumer: fatal error: %s", why);
         return;
     }
+    if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        return; /* librdkafka's own log line (FAIL) already says it */
     fprintf(stderr, "passmill: kafka consumer: %s\n", reason);
 }
 
@@ -579,6 +617,29 @@ static size_t inflight_total(kafka_source *s)
     return n;
 }
 
+/*
+ * The last commit.  While the group rebalances the coordinator refuses
+ * commits, so keep serving the consumer (which rejoins; a partition we keep
+ * resumes at our watermark, see assign()) and retry, for a bounded time.
+ * Messages polled meanwhile are dropped untracked: never committed, so
+ * they are delivered again later.
+ */
+static rd_kafka_resp_err_t final_commit(kafka_source *s)
+{
+    int64_t deadline = now_ms() + PM_KAFKA_CLOSE_COMMIT_MS;
+    for (;;) {
+        rd_kafka_resp_err_t err = commit_now(s, NULL);
+        if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET || now_ms() >= deadline)
+            return err;
+        int64_t until = now_ms() + 200;
+        while (now_ms() < until) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, 50);
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+    }
+}
+
 static void kafka_close(pm_source *base)
 {
     kafka_source *s = (kafka_source *)base;
@@ -602,12 +663,7 @@ static void kafka_close(pm_source *base)
     pthread_mutex_unlock(&s->mu);
 
     if (s->rk) {
-        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
-        for (int attempt = 0; attempt < 3; attempt++) {
-            err = commit_now(s, NULL);
-            if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-                break;
-        }
+        rd_kafka_resp_err_t err = final_commit(s);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
             fprintf(stderr, "passmill: kafka: final offset commit failed: %s "
                             "(finished records will be re-delivered)\n", rd_kafka_err2str(err));
@@ -628,6 +684,7 @@ static void kafka_close(pm_source *base)
         s->retired = next;
     }
     free(s->parts);
+    free(s->resume_at);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->pcond);

@@ -85,6 +85,20 @@ Test(commit_tracker, redelivery_and_unknown_offsets_are_refused)
     pm_commit_tracker_destroy(t);
 }
 
+Test(commit_tracker, start_sets_the_watermark_before_any_record)
+{
+    pm_commit_tracker *t = pm_commit_tracker_create();
+    cr_assert_eq(pm_commit_tracker_start(t, 40), 0);
+    cr_assert_eq(pm_commit_tracker_watermark(t), 40);
+    cr_assert_eq(pm_commit_tracker_add(t, 39), 1, "below the start: already done");
+    cr_assert_eq(pm_commit_tracker_add(t, 40), 0);
+    cr_assert_eq(pm_commit_tracker_start(t, 50), -1, "only before the first record");
+    cr_assert_eq(pm_commit_tracker_watermark(t), 40);
+    pm_commit_tracker_complete(t, 40, true);
+    cr_assert_eq(pm_commit_tracker_watermark(t), 41);
+    pm_commit_tracker_destroy(t);
+}
+
 /* Shuffled completion of many offsets (ring growth and wrap-around) against
  * a plain array model of the watermark. */
 Test(commit_tracker, matches_model_under_random_completion)

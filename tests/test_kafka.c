@@ -339,6 +339,21 @@ static int parse_summary(const char *out, long *in, long *passes, long *rejects)
 
 /* ---- store checks ---- */
 
+static size_t count_passes(kt *t)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/store/passes", t->work);
+    DIR *d = opendir(path);
+    size_t n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
 /* The visible files of store/<dir> are exactly <serial><ext> for every serial. */
 static void assert_store_dir_exact(kt *t, const char *dir, const char *ext)
 {
@@ -556,16 +571,23 @@ Test(kafka, kill_9_and_restart_loses_nothing, .timeout = 240)
         char tag[16];
         snprintf(tag, sizeof tag, "crash%d", k);
         pid_t pid = run_start(&t, "run.conf", tag);
-        long wait = 2500 + rand() % 5000; /* joining the group takes 3-8 s */
-        sleep_ms(wait);
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            char *err = run_output(&t, tag, "err");
-            cr_assert_fail("run %d ended before the kill (status %d): %s", k, st, err);
+        /* Kill at a random point while passes are being written: once the
+         * store holds a random number of them between the k-th and the
+         * (k+1)-th quarter of N. */
+        size_t target = (size_t)N * (k + 1) / (KILLS + 1) + (size_t)(rand() % (N / (KILLS + 1)));
+        for (;;) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                char *err = run_output(&t, tag, "err");
+                cr_assert_fail("run %d ended before the kill (status %d): %s", k, st, err);
+            }
+            if (count_passes(&t) >= target)
+                break;
+            sleep_ms(5);
         }
         cr_assert_eq(kill(pid, SIGKILL), 0);
         cr_assert_eq(run_wait(pid), 128 + SIGKILL);
-        cr_log_info("killed run %d after %ld ms", k, wait);
+        cr_log_info("killed run %d with %zu passes in the store", k, count_passes(&t));
     }
     pid_t pid = run_start(&t, "run.conf", "final");
     int status = run_wait(pid);
@@ -575,6 +597,7 @@ Test(kafka, kill_9_and_restart_loses_nothing, .timeout = 240)
     cr_assert_eq(status, 0, "%s", err);
     cr_assert_eq(rejects, 0);
     cr_assert_eq(in, passes);
+    cr_log_info("after %d kills the last run had in=%ld of %d", KILLS, in, N);
     free(out);
     free(err);
 
@@ -617,6 +640,8 @@ Test(kafka, broker_faults_mid_run_lose_nothing, .timeout = 240)
     rd_kafka_mock_broker_set_down(mock, -1);
     sleep_ms(2000);
     rd_kafka_mock_broker_set_up(mock, -1);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "the faults hit a running consumer");
 
     int status = run_wait(pid);
     char *out = run_output(&t, "run", "out"), *err = run_output(&t, "run", "err");
@@ -626,6 +651,7 @@ Test(kafka, broker_faults_mid_run_lose_nothing, .timeout = 240)
     cr_assert_geq(in, N);
     cr_assert_eq(passes, in);
     cr_assert_eq(rejects, 0);
+    cr_log_info("faults run: %s%s", out, err);
     free(out);
     free(err);
 
@@ -655,7 +681,7 @@ Test(kafka, second_consumer_joining_mid_run_loses_nothing, .timeout = 240)
     cr_assert_eq(parse_summary(ob, &inb, &pb, &rb), 0, "b: %s %s", ob, eb);
     cr_assert_eq(sa, 0, "%s", ea);
     cr_assert_eq(sb, 0, "%s", eb);
-    cr_log_info("consumer a: in=%ld, consumer b: in=%ld", ina, inb);
+    cr_log_info("consumer a: in=%ld, consumer b: in=%ld\n--- a:\n%s--- b:\n%s", ina, inb, ea, eb);
     cr_assert_gt(ina, 0);
     cr_assert_gt(inb, 0, "the second member got partitions");
     cr_assert_geq(ina + inb, N);
