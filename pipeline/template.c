@@ -21,6 +21,7 @@
 
 #include <openssl/evp.h>
 
+#include "pass_format.h"
 #include "schema.h"
 
 #define MAX_FILE_BYTES (8u << 20)  /* larger files are refused */
@@ -598,30 +599,6 @@ static int walk_bindings(loader *ld, jpath *jp, json_t *v, int depth)
     return 0;
 }
 
-/* "rgb(r, g, b)" with 0..255 each; spaces around numbers are optional. */
-static bool parse_rgb(const char *s)
-{
-    if (strncmp(s, "rgb(", 4) != 0)
-        return false;
-    s += 4;
-    for (int i = 0; i < 3; i++) {
-        while (*s == ' ')
-            s++;
-        int v = 0, digits = 0;
-        while (*s >= '0' && *s <= '9' && digits < 4) {
-            v = v * 10 + (*s++ - '0');
-            digits++;
-        }
-        if (digits == 0 || digits > 3 || v > 255)
-            return false;
-        while (*s == ' ')
-            s++;
-        if (*s++ != (i < 2 ? ',' : ')'))
-            return false;
-    }
-    return *s == '\0';
-}
-
 static const char *const field_arrays[] = {
     "headerFields", "primaryFields", "secondaryFields", "auxiliaryFields", "backFields",
 };
@@ -697,7 +674,7 @@ static int check_skeleton(loader *ld, json_t *root)
     static const char *const colours[] = {"foregroundColor", "backgroundColor", "labelColor"};
     for (size_t i = 0; i < sizeof colours / sizeof *colours; i++) {
         json_t *c = json_object_get(root, colours[i]);
-        if (c && !(json_is_string(c) && parse_rgb(json_string_value(c))))
+        if (c && !(json_is_string(c) && pm_pass_color_valid(json_string_value(c))))
             return fail(ld, "pass.json", "%s must be \"rgb(r, g, b)\" with r, g, b in 0..255, "
                         "found %s%s%s (rule: colours)", colours[i], json_is_string(c) ? "\"" : "",
                         json_is_string(c) ? json_string_value(c) : "a non-string",

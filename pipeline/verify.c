@@ -25,6 +25,7 @@
 #include <zip.h>
 
 #include "buf.h"
+#include "pass_format.h"
 #include "rfc3339.h"
 
 /* Wallet passes are small; anything this big is not one (and not a zip bomb). */
@@ -406,32 +407,6 @@ static void check_barcodes(json_t *pass, pm_verify_report *r)
         check_one_barcode(legacy, "barcode", r);
 }
 
-/* Wallet's colour syntax: rgb(r, g, b), each 0..255. */
-static bool parse_rgb(const char *s)
-{
-    if (strncmp(s, "rgb(", 4) != 0)
-        return false;
-    s += 4;
-    for (int i = 0; i < 3; i++) {
-        while (*s == ' ')
-            s++;
-        if (!isdigit((unsigned char)*s))
-            return false;
-        int v = 0, digits = 0;
-        while (isdigit((unsigned char)*s) && digits < 4) {
-            v = v * 10 + (*s++ - '0');
-            digits++;
-        }
-        if (v > 255 || isdigit((unsigned char)*s))
-            return false;
-        while (*s == ' ')
-            s++;
-        if (*s++ != (i < 2 ? ',' : ')'))
-            return false;
-    }
-    return *s == '\0';
-}
-
 static void check_colors(json_t *pass, pm_verify_report *r)
 {
     static const char *const keys[] = {"backgroundColor", "foregroundColor", "labelColor"};
@@ -439,7 +414,7 @@ static void check_colors(json_t *pass, pm_verify_report *r)
         json_t *v = json_object_get(pass, keys[i]);
         if (!v)
             continue;
-        if (json_is_string(v) && parse_rgb(json_string_value(v)))
+        if (json_is_string(v) && pm_pass_color_valid(json_string_value(v)))
             rule_ok(r);
         else
             fail(r, "pass.colors", "pass.json: %s must be rgb(r, g, b) with each value 0-255, found %s",
