@@ -96,6 +96,7 @@ typedef struct kafka_source {
     part *retired;             /* revoked, with records still in flight */
     int64_t *resume_at;        /* by partition id: watermark when revoked, -1 none */
     uint64_t next_gen;
+    rd_kafka_topic_partition_list_t *async_sent; /* the periodic commit in flight */
     bool pressure;             /* backpressure signalled (engine queue full) */
     int64_t pressure_since_ms;
     bool paused;               /* partitions actually paused */
@@ -194,11 +195,12 @@ static void set_fatal(kafka_source *s, pm_code code, const char *fmt, const char
 
 /*
  * The partitions in `which` (all assigned ones when NULL) whose watermark is
- * past what was last sent, as a commit list; NULL when nothing to commit.
- * Caller holds mu.
+ * past what was last sent (or, with `resend`, past what the broker
+ * confirmed), as a commit list; NULL when nothing to commit.  Caller holds mu.
  */
 static rd_kafka_topic_partition_list_t *commit_list(kafka_source *s,
-                                                    const rd_kafka_topic_partition_list_t *which)
+                                                    const rd_kafka_topic_partition_list_t *which,
+                                                    bool resend)
 {
     rd_kafka_topic_partition_list_t *list = NULL;
     size_t n = which ? (size_t)which->cnt : s->parts_cap;
@@ -208,7 +210,7 @@ static rd_kafka_topic_partition_list_t *commit_list(kafka_source *s,
         if (!p)
             continue;
         int64_t w = pm_commit_tracker_watermark(p->tracker);
-        if (w < 0 || w <= p->commit_sent)
+        if (w < 0 || w <= (resend ? p->committed : p->commit_sent))
             continue;
         if (!list && !(list = rd_kafka_topic_partition_list_new(8)))
             return NULL;
@@ -254,18 +256,25 @@ static void commit_result(kafka_source *s, rd_kafka_resp_err_t err,
                 rd_kafka_err2str(err));
 }
 
-static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+/* The periodic async commit finished (served inside rd_kafka_consumer_poll). */
+static void on_async_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     (void)rk;
-    commit_result(opaque, err, offsets);
+    kafka_source *s = opaque;
+    commit_result(s, err, offsets && offsets->cnt ? offsets : s->async_sent);
+    rd_kafka_topic_partition_list_destroy(s->async_sent);
+    s->async_sent = NULL;
 }
 
-/* Commit synchronously the watermarks of `which` (all when NULL). */
+/*
+ * Commit synchronously the watermarks of `which` (all when NULL) that the
+ * broker has not confirmed yet.
+ */
 static rd_kafka_resp_err_t commit_now(kafka_source *s, const rd_kafka_topic_partition_list_t *which)
 {
     pthread_mutex_lock(&s->mu);
-    rd_kafka_topic_partition_list_t *list = commit_list(s, which);
+    rd_kafka_topic_partition_list_t *list = commit_list(s, which, true);
     pthread_mutex_unlock(&s->mu);
     if (!list)
         return RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -275,21 +284,44 @@ static rd_kafka_resp_err_t commit_now(kafka_source *s, const rd_kafka_topic_part
     return err;
 }
 
+/*
+ * The periodic commit: asynchronous, and one at a time, so a slow or
+ * retried request can never land after a newer commit and move the
+ * group's offset backwards.
+ */
 static void maybe_commit(kafka_source *s)
 {
     int64_t t = now_ms();
-    if (t - s->last_commit_ms < s->commit_interval_ms)
+    if (s->async_sent || t - s->last_commit_ms < s->commit_interval_ms)
         return;
     s->last_commit_ms = t;
     pthread_mutex_lock(&s->mu);
-    rd_kafka_topic_partition_list_t *list = commit_list(s, NULL);
+    rd_kafka_topic_partition_list_t *list = commit_list(s, NULL, false);
     pthread_mutex_unlock(&s->mu);
     if (!list)
         return;
-    rd_kafka_resp_err_t err = rd_kafka_commit(s->rk, list, 1);
-    if (err)
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(s->rk);
+    s->async_sent = list;
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(s->rk, list, q, on_async_commit, s);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (err) {
         commit_result(s, err, list);
-    rd_kafka_topic_partition_list_destroy(list);
+        rd_kafka_topic_partition_list_destroy(list);
+        s->async_sent = NULL;
+    }
+}
+
+/* Serve the consumer without taking records (dropped untracked: never
+ * committed, so delivered again later), for rebalances and commit results. */
+static void serve_consumer(kafka_source *s, int ms)
+{
+    int64_t until = now_ms() + ms;
+    while (now_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, 50);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
 }
 
 /* ---- rebalances ---- */
@@ -627,16 +659,13 @@ static size_t inflight_total(kafka_source *s)
 static rd_kafka_resp_err_t final_commit(kafka_source *s)
 {
     int64_t deadline = now_ms() + PM_KAFKA_CLOSE_COMMIT_MS;
+    while (s->async_sent && now_ms() < deadline) /* its result first */
+        serve_consumer(s, 50);
     for (;;) {
         rd_kafka_resp_err_t err = commit_now(s, NULL);
         if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET || now_ms() >= deadline)
             return err;
-        int64_t until = now_ms() + 200;
-        while (now_ms() < until) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, 50);
-            if (m)
-                rd_kafka_message_destroy(m);
-        }
+        serve_consumer(s, 200);
     }
 }
 
@@ -669,6 +698,8 @@ static void kafka_close(pm_source *base)
                             "(finished records will be re-delivered)\n", rd_kafka_err2str(err));
         rd_kafka_consumer_close(s->rk); /* revokes: the callback commits again if needed */
         rd_kafka_destroy(s->rk);
+        if (s->async_sent) /* its result never came */
+            rd_kafka_topic_partition_list_destroy(s->async_sent);
     }
     if (left) {
         /* done() may still be called for these: keep the source alive. */
@@ -770,7 +801,6 @@ int pm_source_kafka_open(const pm_config *cfg, pm_source **out, pm_error *err)
     }
     rd_kafka_conf_set_opaque(conf, s);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_offset_commit_cb(conf, on_commit);
     rd_kafka_conf_set_error_cb(conf, on_error);
     char errstr[512];
     s->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
