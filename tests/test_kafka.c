@@ -12,6 +12,8 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -165,8 +167,8 @@ static void dr_count(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         (*acked)++;
 }
 
-/* Produce raw values (NULL value = a null message) with keys to REQUESTS, partition 0. */
-static void produce_raw(kt *t, const char *const *keys, const pm_buf *values, size_t n)
+/* Produce raw values with keys to REQUESTS, spread round-robin over `parts` partitions. */
+static void produce_raw(kt *t, const char *const *keys, const pm_buf *values, size_t n, int parts)
 {
     char errstr[512];
     int acked = 0;
@@ -178,7 +180,7 @@ static void produce_raw(kt *t, const char *const *keys, const pm_buf *values, si
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     cr_assert_not_null(rk, "%s", errstr);
     for (size_t i = 0; i < n; i++)
-        cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(REQUESTS), RD_KAFKA_V_PARTITION(0),
+        cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(REQUESTS), RD_KAFKA_V_PARTITION((int32_t)(i % (size_t)parts)),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                        RD_KAFKA_V_KEY(keys[i], strlen(keys[i])),
                                        RD_KAFKA_V_VALUE(values[i].data, values[i].len),
@@ -470,7 +472,7 @@ Test(kafka, end_to_end_passes_results_and_dead_letters, .timeout = 120)
         keys[i] = bad[i].key;
         values[i] = bad[i].value;
     }
-    produce_raw(&t, keys, values, 4);
+    produce_raw(&t, keys, values, 4, PARTITIONS);
 
     pid_t pid = run_start(&t, "run.conf", "run");
     int status = run_wait(pid);
@@ -537,7 +539,7 @@ Test(kafka, json_values_and_bad_json_lines, .timeout = 120)
     pm_buf values[2] = {PM_BUF_INIT, PM_BUF_INIT};
     pm_buf_append_str(&values[0], "{\"serial_number\": ");
     pm_buf_append_str(&values[1], "not json at all");
-    produce_raw(&t, keys, values, 2);
+    produce_raw(&t, keys, values, 2, PARTITIONS);
 
     int status = run_wait(run_start(&t, "run.conf", "run"));
     char *out = run_output(&t, "run", "out");
@@ -716,7 +718,7 @@ Test(kafka, source_commits_only_the_durable_prefix, .timeout = 120)
         pm_buf_init(&values[i]);
         pm_buf_printf(&values[i], "{\"n\": %d}", i);
     }
-    produce_raw(&t, keys, values, N);
+    produce_raw(&t, keys, values, N, 1);
 
     pm_config *cfg = pm_config_create();
     const char *pairs[] = {"kafka.group_id=source-unit", "kafka.topic.requests=" REQUESTS,
@@ -784,4 +786,109 @@ Test(kafka, source_commits_only_the_durable_prefix, .timeout = 120)
     pm_devbroker_destroy(t.broker);
     pmt_rmrf(t.work);
     free(t.work);
+}
+
+/* done() from several threads at once, out of order, while next() and
+ * backpressure() run on this thread: every offset is committed at the end. */
+typedef struct done_queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pm_job *jobs;
+    size_t head, tail, cap;
+    bool closed;
+    pm_source *source;
+} done_queue;
+
+static void *done_worker(void *arg)
+{
+    done_queue *q = arg;
+    unsigned seed = (unsigned)(uintptr_t)&seed;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (q->head == q->tail && !q->closed)
+            pthread_cond_wait(&q->cond, &q->mu);
+        if (q->head == q->tail) {
+            pthread_mutex_unlock(&q->mu);
+            return NULL;
+        }
+        pm_job *job = &q->jobs[q->head++ % q->cap];
+        pm_origin origin = job->origin;
+        void *ref = job->source_ref;
+        pthread_mutex_unlock(&q->mu);
+        if (rand_r(&seed) % 4 == 0)
+            sleep_ms(1);
+        q->source->ops->done(q->source, &origin, ref, true);
+    }
+}
+
+Test(kafka, source_done_from_many_threads, .timeout = 120)
+{
+    enum { N = 2000, THREADS = 4 };
+    kt t;
+    memset(&t, 0, sizeof t);
+    pm_error err;
+    cr_assert_eq(pm_devbroker_create(1, &t.broker, &err), 0);
+    cr_assert_eq(pm_devbroker_create_topic(t.broker, REQUESTS, PARTITIONS, &err), 0);
+    t.bootstrap = pm_devbroker_bootstrap(t.broker);
+    snprintf(t.group, sizeof t.group, "source-threads");
+    static const char *keys[N];
+    static pm_buf values[N];
+    for (int i = 0; i < N; i++) {
+        keys[i] = "k";
+        pm_buf_init(&values[i]);
+        pm_buf_printf(&values[i], "{\"n\": %d}", i);
+    }
+    produce_raw(&t, keys, values, N, PARTITIONS);
+
+    pm_config *cfg = pm_config_create();
+    const char *pairs[] = {"kafka.group_id=source-threads", "kafka.topic.requests=" REQUESTS,
+                           "kafka.value_format=json", "kafka.exit_on_eof=true",
+                           "kafka.session.timeout.ms=6000", "kafka.fetch.wait.max.ms=10",
+                           "kafka.auto.commit.interval.ms=50"};
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        cr_assert_eq(pm_config_set_pair(cfg, pairs[i], &err), 0, "%s", err.message);
+    cr_assert_eq(pm_config_set(cfg, "kafka.brokers", t.bootstrap, &err), 0);
+    pm_source *s;
+    cr_assert_eq(pm_source_kafka_open(cfg, &s, &err), 0, "%s", err.message);
+
+    done_queue q = {.cap = N, .source = s};
+    pthread_mutex_init(&q.mu, NULL);
+    pthread_cond_init(&q.cond, NULL);
+    q.jobs = calloc(N, sizeof *q.jobs);
+    pthread_t th[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        pthread_create(&th[i], NULL, done_worker, &q);
+    int rc, n = 0;
+    pm_job job;
+    pm_job_init(&job);
+    while ((rc = s->ops->next(s, &job, &err)) == 1) {
+        pthread_mutex_lock(&q.mu);
+        q.jobs[q.tail++ % q.cap] = job; /* shallow copy: origin and source_ref */
+        pthread_cond_signal(&q.cond);
+        pthread_mutex_unlock(&q.mu);
+        pm_job_init(&job);
+        if (++n % 100 == 0) {
+            s->ops->backpressure(s, true);
+            s->ops->backpressure(s, false);
+        }
+    }
+    cr_assert_eq(rc, 0, "%s", err.message);
+    cr_assert_eq(n, N);
+    pthread_mutex_lock(&q.mu);
+    q.closed = true;
+    pthread_cond_broadcast(&q.cond);
+    pthread_mutex_unlock(&q.mu);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    s->ops->close(s);
+    for (int i = 0; i < N; i++)
+        pm_job_free(&q.jobs[i]);
+    free(q.jobs);
+    pthread_mutex_destroy(&q.mu);
+    pthread_cond_destroy(&q.cond);
+    assert_committed_at_end(&t);
+    for (int i = 0; i < N; i++)
+        pm_buf_free(&values[i]);
+    pm_config_destroy(cfg);
+    pm_devbroker_destroy(t.broker);
 }
