@@ -64,6 +64,8 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
         started_server = true;
     } else {
         fprintf(stderr, "test_s3: ops/s3-dev start failed (status %d)\n", status);
+        /* Whatever it did start must not outlive the tests. */
+        pmt_sh("PASSMILL_S3_DIR='%s' '%s' stop", server_dir, s3dev());
     }
     free(out);
 }
