@@ -1,9 +1,18 @@
 /*
  * bundle.c - stage 5: the .pkpass zip in memory (see bundle.h).
+ *
+ * Per worker and template, once: a "prefix" archive holding only the static
+ * template files, its byte length up to the central directory, and the
+ * SHA-256 state after those bytes.  Per pass: libzip opens the prefix
+ * through archive_source (below), adds pass.json, manifest.json and
+ * signature, and on zip_close clones the prefix's entries (one memcpy into
+ * job->pkpass: no CRC, no recompression) and appends the new entries and a
+ * new central directory.  The hash then only covers the appended bytes.
  */
 #include "bundle.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +24,19 @@
 
 #include "../pipeline/template.h"
 
-#define DEFLATE_LEVEL 6 /* zlib's usual default; 9 buys nothing on small files */
+/*
+ * Per-pass text (pass.json, manifest.json) at level 1: on these 0.5-3 KB
+ * files it is a few tens of bytes larger than level 6 and noticeably
+ * cheaper.  Static template files are deflated once, so they get level 9.
+ */
+#define PASS_LEVEL 1
+#define STATIC_LEVEL 9
 
-/* One deflated entry as libzip reads it: bytes at base + off (see pack_*). */
+/* MS-DOS date/time of every static entry: 1980-01-01 00:00:00 (see bundle.h). */
+#define STATIC_DOS_DATE ((zip_uint16_t)((1 << 5) | 1))
+#define STATIC_DOS_TIME ((zip_uint16_t)0)
+
+/* One deflated entry as libzip reads it: bytes at base + off (see pack). */
 typedef struct packed {
     const pm_buf *base;   /* where the compressed bytes live (stable during zip_close) */
     size_t off, comp_len; /* compressed bytes: base->data[off .. off + comp_len) */
@@ -27,12 +46,29 @@ typedef struct packed {
     zip_error_t error;
 } packed;
 
-/* Static template files deflated once per worker (index = template file index). */
-typedef struct tmpl_pack {
+/*
+ * libzip's view of an archive: it reads `in` and writes a new archive into
+ * `out`.  Cloning copies in[0 .. n) to out (libzip asks for the bytes
+ * before the first entry it must rewrite); the fields after it record
+ * whether out really begins with those bytes, so the hash may skip them.
+ */
+typedef struct archive_io {
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    pm_buf *out;
+    size_t out_pos;
+    size_t cloned;       /* out[0 .. cloned) was copied from in */
+    size_t lowest_write; /* lowest offset libzip wrote at (SIZE_MAX: none) */
+    zip_error_t error;
+} archive_io;
+
+/* One template's static files as an archive, built once per worker. */
+typedef struct prefix {
     const pm_template *tmpl;
-    pm_buf data;
-    packed *files;        /* files_len entries; unused for stored (PNG) files */
-} tmpl_pack;
+    pm_buf zip;       /* a complete archive of the static files only */
+    size_t local_len; /* bytes before its central directory */
+    EVP_MD_CTX *md;   /* SHA-256 state after zip.data[0 .. local_len) */
+} prefix;
 
 typedef struct bundle_state {
     EVP_MD *sha256; /* fetched once, shared read-only */
@@ -41,62 +77,46 @@ typedef struct bundle_state {
 typedef struct bundle_scratch {
     const bundle_state *st;
     EVP_MD_CTX *md;       /* reused for every archive hash */
-    z_stream z;           /* raw deflate, reset per entry: no per-pass zlib allocation */
-    pm_buf data;          /* this pass's deflated pass.json, manifest.json, signature */
-    packed pass[3];
-    tmpl_pack *cache;     /* one per template seen by this worker */
+    z_stream z;           /* PASS_LEVEL, reset per entry: no per-pass zlib allocation */
+    pm_buf data;          /* deflated bytes: this pass's texts, or a prefix's while built */
+    packed pass[2];       /* pass.json, manifest.json */
+    archive_io io;
+    prefix *cache;        /* one per template seen by this worker */
     size_t cache_len;
 } bundle_scratch;
 
 /* ---- deflate ---------------------------------------------------------- */
 
-/* Raw-deflate len bytes onto the end of out; describe them in p. */
-static int pack(bundle_scratch *sc, const uint8_t *data, size_t len, pm_buf *out, packed *p)
+/* Raw deflate (negative window bits): zip entries carry no zlib header. */
+static int deflate_init(z_stream *z, int level)
 {
-    uLong bound = deflateBound(&sc->z, (uLong)len);
-    if (deflateReset(&sc->z) != Z_OK || pm_buf_reserve(out, bound) != 0)
+    memset(z, 0, sizeof *z);
+    return deflateInit2(z, level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -1;
+}
+
+/*
+ * Raw-deflate len bytes with z onto the end of out; describe them in p
+ * (by offset: out may move when it grows).
+ */
+static int pack(z_stream *z, const uint8_t *data, size_t len, pm_buf *out, packed *p)
+{
+    uLong bound = deflateBound(z, (uLong)len);
+    if (deflateReset(z) != Z_OK || pm_buf_reserve(out, bound) != 0)
         return -1;
-    sc->z.next_in = (Bytef *)(uintptr_t)data; /* zlib's API is not const; it only reads */
-    sc->z.avail_in = (uInt)len;
-    sc->z.next_out = out->data + out->len;
-    sc->z.avail_out = (uInt)bound;
-    if (deflate(&sc->z, Z_FINISH) != Z_STREAM_END)
+    z->next_in = (Bytef *)(uintptr_t)data; /* zlib's API is not const; it only reads */
+    z->avail_in = (uInt)len;
+    z->next_out = out->data + out->len;
+    z->avail_out = (uInt)bound;
+    if (deflate(z, Z_FINISH) != Z_STREAM_END)
         return -1;
     memset(p, 0, sizeof *p);
     p->base = out;
     p->off = out->len;
-    p->comp_len = (size_t)sc->z.total_out;
+    p->comp_len = (size_t)z->total_out;
     p->size = len;
     p->crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), data, (uInt)len);
     out->len += p->comp_len;
     return 0;
-}
-
-/* The worker's deflated copies of tmpl's static files, made on first use. */
-static const tmpl_pack *template_pack(bundle_scratch *sc, const pm_template *tmpl)
-{
-    for (size_t i = 0; i < sc->cache_len; i++)
-        if (sc->cache[i].tmpl == tmpl)
-            return &sc->cache[i];
-    tmpl_pack *grown = realloc(sc->cache, (sc->cache_len + 1) * sizeof *grown);
-    if (!grown)
-        return NULL;
-    sc->cache = grown;
-    tmpl_pack *tp = &sc->cache[sc->cache_len];
-    tp->tmpl = tmpl;
-    pm_buf_init(&tp->data);
-    tp->files = calloc(tmpl->files_len ? tmpl->files_len : 1, sizeof *tp->files);
-    bool ok = tp->files != NULL;
-    for (size_t i = 0; ok && i < tmpl->files_len; i++)
-        if (!tmpl->files[i].compressed)
-            ok = pack(sc, tmpl->files[i].data, tmpl->files[i].len, &tp->data, &tp->files[i]) == 0;
-    if (!ok) {
-        free(tp->files);
-        pm_buf_free(&tp->data);
-        return NULL;
-    }
-    sc->cache_len++;
-    return tp;
 }
 
 /* ---- a libzip source over already-deflated bytes ---------------------- */
@@ -146,25 +166,113 @@ static zip_int64_t packed_source(void *userdata, void *data, zip_uint64_t len,
     }
 }
 
-/* ---- the archive ------------------------------------------------------ */
+/* ---- the archive itself as a libzip source ---------------------------- */
 
 /*
- * libzip converts an entry's time_t to MS-DOS date/time with localtime_r.
- * Hand it the instant whose *local* wall clock equals now's UTC wall clock,
- * so the stored fields are UTC on any host.  (In the hour a DST jump skips,
- * mktime shifts by that hour; the result is still a function of now and the
- * zone, never of the moment the pass is built.)
+ * Why not zip_source_buffer_create: libzip 1.7.3 (Debian 12) frees a
+ * borrowed buffer after cloning it (fixed in 1.10, libzip issue #284), and
+ * its result would still have to be copied out of 64 KiB fragments.  This
+ * source writes straight into the job's buffer.
  */
-static time_t utc_as_local(int64_t now)
+static zip_int64_t archive_source(void *userdata, void *data, zip_uint64_t len,
+                                  zip_source_cmd_t cmd)
 {
-    time_t t = (time_t)now;
-    struct tm g;
-    if (!gmtime_r(&t, &g))
-        return t;
-    g.tm_isdst = -1;
-    time_t local = mktime(&g);
-    return local == (time_t)-1 ? t : local;
+    archive_io *io = userdata;
+    switch (cmd) {
+    case ZIP_SOURCE_OPEN:
+        io->in_pos = 0;
+        return 0;
+    case ZIP_SOURCE_READ: {
+        size_t left = io->in_len - io->in_pos, n = len < left ? (size_t)len : left;
+        if (n)
+            memcpy(data, io->in + io->in_pos, n);
+        io->in_pos += n;
+        return (zip_int64_t)n;
+    }
+    case ZIP_SOURCE_SEEK: {
+        zip_int64_t to = zip_source_seek_compute_offset(io->in_pos, io->in_len, data, len,
+                                                        &io->error);
+        if (to < 0)
+            return -1;
+        io->in_pos = (size_t)to;
+        return 0;
+    }
+    case ZIP_SOURCE_TELL:
+        return (zip_int64_t)io->in_pos;
+    case ZIP_SOURCE_STAT: {
+        zip_stat_t *st = data;
+        if (len < sizeof *st) {
+            zip_error_set(&io->error, ZIP_ER_INVAL, 0);
+            return -1;
+        }
+        zip_stat_init(st);
+        st->valid = ZIP_STAT_SIZE;
+        st->size = io->in_len;
+        return sizeof *st;
+    }
+    case ZIP_SOURCE_BEGIN_WRITE:
+    case ZIP_SOURCE_BEGIN_WRITE_CLONING: {
+        size_t keep = cmd == ZIP_SOURCE_BEGIN_WRITE ? 0 : (size_t)len;
+        if (keep > io->in_len) {
+            zip_error_set(&io->error, ZIP_ER_INVAL, 0);
+            return -1;
+        }
+        pm_buf_reset(io->out);
+        if (pm_buf_append(io->out, io->in, keep) != 0) {
+            zip_error_set(&io->error, ZIP_ER_MEMORY, 0);
+            return -1;
+        }
+        io->out_pos = io->cloned = keep;
+        io->lowest_write = SIZE_MAX;
+        return 0;
+    }
+    case ZIP_SOURCE_WRITE: {
+        size_t end = io->out_pos + (size_t)len;
+        if (end > io->out->len && pm_buf_reserve(io->out, end - io->out->len) != 0) {
+            zip_error_set(&io->error, ZIP_ER_MEMORY, 0);
+            return -1;
+        }
+        memcpy(io->out->data + io->out_pos, data, (size_t)len);
+        if (io->out_pos < io->lowest_write)
+            io->lowest_write = io->out_pos;
+        io->out_pos = end;
+        if (end > io->out->len)
+            io->out->len = end;
+        return (zip_int64_t)len;
+    }
+    case ZIP_SOURCE_SEEK_WRITE: {
+        zip_int64_t to = zip_source_seek_compute_offset(io->out_pos, io->out->len, data, len,
+                                                        &io->error);
+        if (to < 0)
+            return -1;
+        io->out_pos = (size_t)to;
+        return 0;
+    }
+    case ZIP_SOURCE_TELL_WRITE:
+        return (zip_int64_t)io->out_pos;
+    case ZIP_SOURCE_ROLLBACK_WRITE:
+    case ZIP_SOURCE_REMOVE:
+        pm_buf_reset(io->out);
+        return 0;
+    case ZIP_SOURCE_COMMIT_WRITE:
+    case ZIP_SOURCE_CLOSE:
+    case ZIP_SOURCE_FREE: /* io lives in the worker's scratch */
+        return 0;
+    case ZIP_SOURCE_ERROR:
+        return zip_error_to_data(&io->error, data, len);
+    case ZIP_SOURCE_SUPPORTS:
+        return zip_source_make_command_bitmap(
+            ZIP_SOURCE_OPEN, ZIP_SOURCE_READ, ZIP_SOURCE_CLOSE, ZIP_SOURCE_STAT, ZIP_SOURCE_ERROR,
+            ZIP_SOURCE_FREE, ZIP_SOURCE_SEEK, ZIP_SOURCE_TELL, ZIP_SOURCE_BEGIN_WRITE,
+            ZIP_SOURCE_BEGIN_WRITE_CLONING, ZIP_SOURCE_COMMIT_WRITE, ZIP_SOURCE_ROLLBACK_WRITE,
+            ZIP_SOURCE_SEEK_WRITE, ZIP_SOURCE_TELL_WRITE, ZIP_SOURCE_WRITE, ZIP_SOURCE_REMOVE, -1);
+    default:
+        zip_error_set(&io->error, ZIP_ER_OPNOTSUPP, 0);
+        return -1;
+    }
 }
+
+/* ---- building archives ------------------------------------------------ */
 
 static int zip_fail(pm_error *err, const char *what, zip_error_t *ze)
 {
@@ -173,7 +281,38 @@ static int zip_fail(pm_error *err, const char *what, zip_error_t *ze)
                         zip_error_strerror(ze));
 }
 
-/* Add one entry: deflated bytes described by p, or stored data when p is NULL. */
+/*
+ * now's UTC wall clock as MS-DOS date/time (2-second steps), clamped to
+ * the format's 1980..2107.  libzip 1.7.3 only keeps entry times as a local
+ * time_t (it converts with mktime/localtime_r), so bundle_process hands it
+ * the instant whose local wall clock shows these fields: see utc_as_local.
+ */
+static time_t utc_as_local(int64_t now)
+{
+    time_t t = (time_t)now;
+    struct tm g;
+    if (!gmtime_r(&t, &g) || g.tm_year < 80) {
+        memset(&g, 0, sizeof g);
+        g.tm_year = 80;
+        g.tm_mday = 1;
+    } else if (g.tm_year > 207) {
+        g = (struct tm){.tm_year = 207, .tm_mon = 11, .tm_mday = 31, .tm_hour = 23,
+                        .tm_min = 59, .tm_sec = 58};
+    }
+    /*
+     * In the hour a DST jump skips, mktime shifts by that hour; the result
+     * is still a function of now and the zone, never of the moment the
+     * pass is built.
+     */
+    g.tm_isdst = -1;
+    time_t local = mktime(&g);
+    return local == (time_t)-1 ? t : local;
+}
+
+/*
+ * Add one entry: deflated bytes described by p, or data stored when p is
+ * NULL.  mtime < 0 means the static entries' fixed date.
+ */
 static int add_entry(zip_t *za, const char *name, packed *p, const void *data, size_t len,
                      time_t mtime, pm_error *err)
 {
@@ -187,82 +326,163 @@ static int add_entry(zip_t *za, const char *name, packed *p, const void *data, s
         zip_source_free(s);
         return zip_fail(err, name, zip_get_error(za));
     }
-    if ((!p && zip_set_file_compression(za, (zip_uint64_t)idx, ZIP_CM_STORE, 0) != 0) ||
-        zip_file_set_mtime(za, (zip_uint64_t)idx, mtime, 0) != 0)
+    zip_uint64_t i = (zip_uint64_t)idx;
+    if ((!p && zip_set_file_compression(za, i, ZIP_CM_STORE, 0) != 0) ||
+        (mtime < 0 ? zip_file_set_dostime(za, i, STATIC_DOS_TIME, STATIC_DOS_DATE, 0)
+                   : zip_file_set_mtime(za, i, mtime, 0)) != 0)
         return zip_fail(err, name, zip_get_error(za));
     return 0;
 }
 
-static int add_entries(bundle_scratch *sc, zip_t *za, const pm_job *job, const tmpl_pack *tp,
-                       time_t mtime, pm_error *err)
+/* Open the archive in io->in for adding entries, to be written to io->out. */
+static zip_t *archive_open(archive_io *io, pm_error *err)
 {
-    static const char *const names[] = {"pass.json", "manifest.json", "signature"};
-    for (size_t i = 0; i < 3; i++)
-        if (add_entry(za, names[i], &sc->pass[i], NULL, 0, mtime, err) != 0)
-            return -1;
-    const pm_template *t = job->tmpl;
-    for (size_t i = 0; i < t->files_len; i++) {
-        const pm_template_file *f = &t->files[i];
-        packed *p = f->compressed ? NULL : &tp->files[i];
-        if (add_entry(za, f->name, p, f->data, f->len, mtime, err) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Copy the finished archive out of the (kept) buffer source into out. */
-static int read_back(zip_source_t *src, pm_buf *out, pm_error *err)
-{
-    if (zip_source_open(src) != 0)
-        return zip_fail(err, "reading the archive", zip_source_error(src));
-    int rc = -1;
-    zip_int64_t size = -1;
-    if (zip_source_seek(src, 0, SEEK_END) == 0)
-        size = zip_source_tell(src);
-    if (size < 0 || zip_source_seek(src, 0, SEEK_SET) != 0) {
-        zip_fail(err, "sizing the archive", zip_source_error(src));
-    } else if (pm_buf_reserve(out, (size_t)size) != 0) {
-        pm_error_set(err, PM_ERR_NOMEM, "bundle: out of memory (%lld bytes)", (long long)size);
-    } else if (zip_source_read(src, out->data, (zip_uint64_t)size) != size) {
-        zip_fail(err, "reading the archive", zip_source_error(src));
-    } else {
-        out->len = (size_t)size;
-        rc = 0;
-    }
-    zip_source_close(src);
-    return rc;
-}
-
-static int write_zip(bundle_scratch *sc, pm_job *job, const tmpl_pack *tp)
-{
-    pm_error *err = &job->err;
     zip_error_t ze;
     zip_error_init(&ze);
-    zip_source_t *src = zip_source_buffer_create(NULL, 0, 0, &ze);
-    if (!src) {
-        zip_fail(err, "creating the archive", &ze);
-        zip_error_fini(&ze);
-        return -1;
-    }
-    zip_t *za = zip_open_from_source(src, ZIP_TRUNCATE, &ze);
+    zip_source_t *src = zip_source_function_create(archive_source, io, &ze);
+    zip_t *za = src ? zip_open_from_source(src, io->in_len ? 0 : ZIP_TRUNCATE, &ze) : NULL;
     if (!za) {
         zip_fail(err, "opening the archive", &ze);
-        zip_error_fini(&ze);
-        zip_source_free(src);
-        return -1;
+        zip_source_free(src); /* NULL-safe; on success the archive owns it */
     }
     zip_error_fini(&ze);
-    zip_source_keep(src); /* our reference: zip_close() drops the archive's */
-    int rc = add_entries(sc, za, job, tp, utc_as_local(job->now), err);
+    return za;
+}
+
+/* Write the archive (on success) or drop it; za is gone either way. */
+static int archive_close(zip_t *za, int rc, pm_error *err)
+{
     if (rc == 0 && zip_close(za) != 0)
         rc = zip_fail(err, "writing the archive", zip_get_error(za));
     if (rc != 0)
         zip_discard(za);
-    pm_buf_reset(&job->pkpass);
-    if (rc == 0)
-        rc = read_back(src, &job->pkpass, err);
-    zip_source_free(src);
     return rc;
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Bytes before the central directory, from the end record (the archive has no comment). */
+static int local_length(const pm_buf *zip, size_t *out)
+{
+    if (zip->len < 22)
+        return -1;
+    const uint8_t *eocd = zip->data + zip->len - 22;
+    size_t cd_size = le32(eocd + 12), cd_off = le32(eocd + 16);
+    if (le32(eocd) != 0x06054b50u || cd_off + cd_size + 22 != zip->len)
+        return -1;
+    *out = cd_off;
+    return 0;
+}
+
+static void prefix_free(prefix *p)
+{
+    pm_buf_free(&p->zip);
+    EVP_MD_CTX_free(p->md);
+}
+
+/* The static files, in the template's (sorted) order, into p->zip. */
+static int prefix_build(bundle_scratch *sc, const pm_template *t, prefix *p, pm_error *err)
+{
+    packed *files = calloc(t->files_len ? t->files_len : 1, sizeof *files);
+    z_stream z;
+    if (!files || deflate_init(&z, STATIC_LEVEL) != 0) {
+        free(files);
+        return pm_error_set(err, PM_ERR_NOMEM, "bundle: out of memory");
+    }
+    pm_buf_reset(&sc->data);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < t->files_len; i++)
+        if (!t->files[i].compressed)
+            rc = pack(&z, t->files[i].data, t->files[i].len, &sc->data, &files[i]);
+    deflateEnd(&z);
+    if (rc != 0) {
+        free(files);
+        return pm_error_set(err, PM_ERR_NOMEM, "bundle: deflate failed (out of memory)");
+    }
+    sc->io = (archive_io){.out = &p->zip};
+    zip_t *za = archive_open(&sc->io, err);
+    rc = za ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < t->files_len; i++) {
+        const pm_template_file *f = &t->files[i];
+        rc = add_entry(za, f->name, f->compressed ? NULL : &files[i], f->data, f->len, -1, err);
+    }
+    if (za)
+        rc = archive_close(za, rc, err);
+    free(files);
+    if (rc == 0 && local_length(&p->zip, &p->local_len) != 0)
+        rc = pm_error_set(err, PM_ERR_INTERNAL, "bundle: template %s: unexpected archive layout",
+                          t->id);
+    return rc;
+}
+
+/* The worker's prefix for tmpl, made on first use. */
+static const prefix *template_prefix(bundle_scratch *sc, const pm_template *tmpl, pm_error *err)
+{
+    for (size_t i = 0; i < sc->cache_len; i++)
+        if (sc->cache[i].tmpl == tmpl)
+            return &sc->cache[i];
+    prefix *grown = realloc(sc->cache, (sc->cache_len + 1) * sizeof *grown);
+    if (!grown) {
+        pm_error_set(err, PM_ERR_NOMEM, "bundle: out of memory");
+        return NULL;
+    }
+    sc->cache = grown;
+    prefix *p = &sc->cache[sc->cache_len];
+    *p = (prefix){.tmpl = tmpl};
+    if (prefix_build(sc, tmpl, p, err) != 0) {
+        prefix_free(p);
+        return NULL;
+    }
+    if (!(p->md = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(p->md, sc->st->sha256, NULL) ||
+        !EVP_DigestUpdate(p->md, p->zip.data, p->local_len)) {
+        pm_error_set(err, PM_ERR_CRYPTO, "bundle: SHA-256 of the template's files failed");
+        pm_error_add_openssl(err);
+        prefix_free(p);
+        return NULL;
+    }
+    sc->cache_len++;
+    return p;
+}
+
+/* Prefix + this pass's entries into job->pkpass. */
+static int write_zip(bundle_scratch *sc, pm_job *job, const prefix *p)
+{
+    pm_error *err = &job->err;
+    sc->io = (archive_io){.in = p->zip.data, .in_len = p->zip.len, .out = &job->pkpass};
+    zip_t *za = archive_open(&sc->io, err);
+    if (!za)
+        return -1;
+    time_t mtime = utc_as_local(job->now);
+    int rc = add_entry(za, "pass.json", &sc->pass[0], NULL, 0, mtime, err);
+    if (rc == 0)
+        rc = add_entry(za, "manifest.json", &sc->pass[1], NULL, 0, mtime, err);
+    if (rc == 0) /* DER: deflate saves ~25% of it for more time than the whole zip takes */
+        rc = add_entry(za, "signature", NULL, job->signature.data, job->signature.len, mtime, err);
+    return archive_close(za, rc, err);
+}
+
+/*
+ * SHA-256 of job->pkpass.  When libzip kept the prefix's entries as they
+ * were (cloned, never written over), start from the prefix's hash state.
+ */
+static int hash_archive(bundle_scratch *sc, pm_job *job, const prefix *p)
+{
+    const pm_buf *z = &job->pkpass;
+    size_t skip = sc->io.cloned >= p->local_len && sc->io.lowest_write >= p->local_len
+                      ? p->local_len : 0;
+    unsigned len = 0;
+    int ok = skip ? EVP_MD_CTX_copy_ex(sc->md, p->md)
+                  : EVP_DigestInit_ex(sc->md, sc->st->sha256, NULL);
+    if (!ok || !EVP_DigestUpdate(sc->md, z->data + skip, z->len - skip) ||
+        !EVP_DigestFinal_ex(sc->md, job->pkpass_sha256, &len) || len != 32) {
+        pm_error_set(&job->err, PM_ERR_CRYPTO, "bundle: SHA-256 of the archive failed");
+        pm_error_add_openssl(&job->err);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the stage -------------------------------------------------------- */
@@ -298,10 +518,8 @@ static void bundle_worker_destroy(void *scratch)
     bundle_scratch *sc = scratch;
     if (!sc)
         return;
-    for (size_t i = 0; i < sc->cache_len; i++) {
-        pm_buf_free(&sc->cache[i].data);
-        free(sc->cache[i].files);
-    }
+    for (size_t i = 0; i < sc->cache_len; i++)
+        prefix_free(&sc->cache[i]);
     free(sc->cache);
     deflateEnd(&sc->z);
     pm_buf_free(&sc->data);
@@ -316,9 +534,7 @@ static int bundle_worker_create(void *state, void **scratch, pm_error *err)
         return pm_error_set(err, PM_ERR_NOMEM, "bundle: out of memory");
     sc->st = state;
     pm_buf_init(&sc->data);
-    /* Raw deflate (negative window bits): zip entries carry no zlib header. */
-    if (deflateInit2(&sc->z, DEFLATE_LEVEL, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
-        Z_OK) {
+    if (deflate_init(&sc->z, PASS_LEVEL) != 0) {
         free(sc);
         return pm_error_set(err, PM_ERR_NOMEM, "bundle: cannot set up zlib");
     }
@@ -340,25 +556,19 @@ static int bundle_process(void *state, void *scratch, pm_job *job)
         job->signature.len == 0)
         return pm_error_set(&job->err, PM_ERR_INTERNAL, "bundle: missing template, pass.json, "
                             "manifest.json or signature");
-    const tmpl_pack *tp = template_pack(sc, job->tmpl);
+    const prefix *p = template_prefix(sc, job->tmpl, &job->err);
+    if (!p)
+        return -1;
+    const pm_buf *parts[2] = {&job->pass_json, &job->manifest_json};
     pm_buf_reset(&sc->data);
-    const pm_buf *parts[3] = {&job->pass_json, &job->manifest_json, &job->signature};
-    bool ok = tp != NULL;
-    for (size_t i = 0; ok && i < 3; i++)
-        ok = pack(sc, parts[i]->data, parts[i]->len, &sc->data, &sc->pass[i]) == 0;
-    if (!ok)
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < 2; i++)
+        rc = pack(&sc->z, parts[i]->data, parts[i]->len, &sc->data, &sc->pass[i]);
+    if (rc != 0)
         return pm_error_set(&job->err, PM_ERR_NOMEM, "bundle: deflate failed (out of memory)");
-    if (write_zip(sc, job, tp) != 0)
+    if (write_zip(sc, job, p) != 0)
         return -1;
-    unsigned len = 0;
-    if (!EVP_DigestInit_ex(sc->md, sc->st->sha256, NULL) ||
-        !EVP_DigestUpdate(sc->md, job->pkpass.data, job->pkpass.len) ||
-        !EVP_DigestFinal_ex(sc->md, job->pkpass_sha256, &len) || len != 32) {
-        pm_error_set(&job->err, PM_ERR_CRYPTO, "bundle: SHA-256 of the archive failed");
-        pm_error_add_openssl(&job->err);
-        return -1;
-    }
-    return 0;
+    return hash_archive(sc, job, p);
 }
 
 const pm_stage pm_stage_bundle = {

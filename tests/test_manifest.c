@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "bundle.h"
 #include "job.h"
 #include "manifest.h"
@@ -497,27 +499,33 @@ Test(manifest, bundle_is_a_valid_pkpass)
     write_buf("p.pkpass", &job.pkpass, zip, sizeof zip);
 
     cr_assert_eq(pmt_sh("unzip -tq '%s' >&2", zip), 0);
-    /* Entry order. */
+    /* Entry order: the static template files first, then this pass's files. */
     int st;
     char *names = pmt_sh_out(&st, "unzip -Z1 '%s'", zip);
     cr_assert_eq(st, 0);
-    cr_assert_str_eq(names, "pass.json\nmanifest.json\nsignature\nen.lproj/pass.strings\n"
-                            "fr.lproj/pass.strings\nicon.png\nicon@2x.png\nlogo.png\n"
-                            "logo@2x.png\nstrip.png\nstrip@2x.png\n");
+    cr_assert_str_eq(names, "en.lproj/pass.strings\nfr.lproj/pass.strings\nicon.png\n"
+                            "icon@2x.png\nlogo.png\nlogo@2x.png\nstrip.png\nstrip@2x.png\n"
+                            "pass.json\nmanifest.json\nsignature\n");
     free(names);
-    /* PNGs stored, the rest deflated. */
+    /* PNGs and the (DER) signature stored, the rest deflated. */
     char *methods = pmt_sh_out(&st, "unzip -v '%s' | awk 'NF==8 && $2 ~ /^(Defl|Stored)/ {print $2, $8}'",
                                zip);
     cr_assert_eq(st, 0);
-    cr_assert_str_eq(methods, "Defl:N pass.json\nDefl:N manifest.json\nDefl:N signature\n"
-                              "Defl:N en.lproj/pass.strings\nDefl:N fr.lproj/pass.strings\n"
+    cr_assert_str_eq(methods, "Defl:N en.lproj/pass.strings\nDefl:N fr.lproj/pass.strings\n"
                               "Stored icon.png\nStored icon@2x.png\nStored logo.png\n"
-                              "Stored logo@2x.png\nStored strip.png\nStored strip@2x.png\n");
+                              "Stored logo@2x.png\nStored strip.png\nStored strip@2x.png\n"
+                              "Defl:N pass.json\nDefl:N manifest.json\nStored signature\n");
     free(methods);
-    /* Times: now's UTC wall clock on every entry. */
-    char *times = pmt_sh_out(&st, "zipinfo -T '%s' | awk '$1 ~ /^-/ {print $7}' | sort -u", zip);
+    /* Times: the fixed DOS epoch on static files, now's UTC wall clock on this pass's. */
+    char *times = pmt_sh_out(&st, "zipinfo -T '%s' | awk '$1 ~ /^-/ {print $7, $8}'", zip);
     cr_assert_eq(st, 0);
-    cr_assert_str_eq(times, "20270501.120000\n");
+    cr_assert_str_eq(times, "19800101.000000 en.lproj/pass.strings\n"
+                            "19800101.000000 fr.lproj/pass.strings\n"
+                            "19800101.000000 icon.png\n19800101.000000 icon@2x.png\n"
+                            "19800101.000000 logo.png\n19800101.000000 logo@2x.png\n"
+                            "19800101.000000 strip.png\n19800101.000000 strip@2x.png\n"
+                            "20270501.120000 pass.json\n20270501.120000 manifest.json\n"
+                            "20270501.120000 signature\n");
     free(times);
 
     /* Unzip and re-hash every file against manifest.json; contents are what we gave. */
@@ -591,4 +599,72 @@ Test(manifest, bundle_same_input_same_bytes)
     pm_job_free(&b);
     pm_job_free(&c);
     pm_job_free(&d);
+}
+
+/* Offset of the local header of entry name in zip, or 0 when absent. */
+static size_t local_header(const pm_buf *zip, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 1; i + 30 + n <= zip->len; i++)
+        if (memcmp(zip->data + i, "PK\3\4", 4) == 0 &&
+            (zip->data[i + 26] | zip->data[i + 27] << 8) == (int)n &&
+            memcmp(zip->data + i + 30, name, n) == 0)
+            return i;
+    return 0;
+}
+
+Test(manifest, bundle_static_entries_do_not_depend_on_the_pass)
+{
+    /* Another clock and another record: the static entries are the same bytes. */
+    pm_job a, b;
+    build_pass(&a, NOW);
+    job_fill(&b, NULL, NOW + 86400 * 400);
+    json_object_set_new(json_object_get(b.record, "attendee"), "seat", json_string("99"));
+    run_manifest(&b);
+    run_bundle(&b);
+    size_t off = local_header(&a.pkpass, "pass.json");
+    cr_assert_gt(off, 90000, "pass.json at %zu: the static files come first", off);
+    cr_assert_eq(local_header(&b.pkpass, "pass.json"), off);
+    cr_assert_eq(memcmp(a.pkpass.data, b.pkpass.data, off), 0);
+    cr_assert(a.pkpass.len != b.pkpass.len ||
+              memcmp(a.pkpass.data + off, b.pkpass.data + off, a.pkpass.len - off) != 0);
+    pm_job_free(&a);
+    pm_job_free(&b);
+}
+
+static void check_sha256(const pm_job *job)
+{
+    uint8_t md[32];
+    unsigned len = 0;
+    cr_assert(EVP_Digest(job->pkpass.data, job->pkpass.len, md, &len, EVP_sha256(), NULL));
+    cr_assert_eq(len, 32);
+    cr_assert_eq(memcmp(md, job->pkpass_sha256, 32), 0);
+}
+
+Test(manifest, bundle_one_worker_several_templates)
+{
+    /* A second load of the same folder is another template to the worker's cache. */
+    pm_template *other;
+    pm_error err;
+    cr_assert_eq(pm_template_load(pmt_src("config/templates/stadium"), &other, &err), 0, "%s",
+                 err.message);
+    pm_job a, b;
+    build_pass(&a, NOW);
+    check_sha256(&a);
+    job_fill(&b, NULL, NOW);
+    b.tmpl = other;
+    for (int round = 0; round < 3; round++) {
+        run_manifest(&b);
+        run_bundle(&b);
+        check_sha256(&b);
+        run_bundle(&a);
+        check_sha256(&a);
+        cr_assert_eq(a.pkpass.len, b.pkpass.len);
+        cr_assert_eq(memcmp(a.pkpass.data, b.pkpass.data, a.pkpass.len), 0, "round %d", round);
+        b.now += 2; /* the archive changes with the clock; the hash keeps up */
+        a.now += 2;
+    }
+    pm_job_free(&a);
+    pm_job_free(&b);
+    pm_template_destroy(other);
 }
