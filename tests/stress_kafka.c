@@ -156,7 +156,7 @@ int main(void)
         }
         if (n == N / 2) { /* sustained: the partitions are paused, then resumed */
             s->ops->backpressure(s, true);
-            sleep_ms(900);
+            sleep_ms(5600);
             s->ops->backpressure(s, false);
         }
     }

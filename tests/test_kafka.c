@@ -735,7 +735,7 @@ Test(kafka, source_commits_only_the_durable_prefix, .timeout = 120)
         pm_job_init(&jobs[i]);
         if (i == 4) { /* sustained backpressure: partitions get paused, then resumed */
             s->ops->backpressure(s, true);
-            sleep_ms(1200);
+            sleep_ms(5500);
             s->ops->backpressure(s, false);
         }
         cr_assert_eq(s->ops->next(s, &jobs[i], &err), 1, "%s", err.message);
