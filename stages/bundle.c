@@ -58,7 +58,7 @@ typedef struct archive_io {
     pm_buf *out;
     size_t out_pos;
     size_t cloned;       /* out[0 .. cloned) was copied from in */
-    size_t lowest_write; /* lowest offset libzip wrote at (SIZE_MAX: none) */
+    size_t lowest_write; /* lowest offset libzip wrote at (SIZE_MAX: none yet) */
     zip_error_t error;
 } archive_io;
 
@@ -253,6 +253,7 @@ static zip_int64_t archive_source(void *userdata, void *data, zip_uint64_t len,
     case ZIP_SOURCE_ROLLBACK_WRITE:
     case ZIP_SOURCE_REMOVE:
         pm_buf_reset(io->out);
+        io->out_pos = io->cloned = 0;
         return 0;
     case ZIP_SOURCE_COMMIT_WRITE:
     case ZIP_SOURCE_CLOSE:
@@ -282,10 +283,9 @@ static int zip_fail(pm_error *err, const char *what, zip_error_t *ze)
 }
 
 /*
- * now's UTC wall clock as MS-DOS date/time (2-second steps), clamped to
- * the format's 1980..2107.  libzip 1.7.3 only keeps entry times as a local
- * time_t (it converts with mktime/localtime_r), so bundle_process hands it
- * the instant whose local wall clock shows these fields: see utc_as_local.
+ * The instant whose *local* wall clock shows now's UTC wall clock, clamped
+ * to MS-DOS dates (1980..2107).  libzip takes entry times as time_t and
+ * converts them with localtime_r, so the stored fields are UTC on any host.
  */
 static time_t utc_as_local(int64_t now)
 {
@@ -412,7 +412,8 @@ static int prefix_build(bundle_scratch *sc, const pm_template *t, prefix *p, pm_
     if (za)
         rc = archive_close(za, rc, err);
     free(files);
-    if (rc == 0 && local_length(&p->zip, &p->local_len) != 0)
+    /* No files: libzip writes nothing, and passes start from an empty archive. */
+    if (rc == 0 && p->zip.len > 0 && local_length(&p->zip, &p->local_len) != 0)
         rc = pm_error_set(err, PM_ERR_INTERNAL, "bundle: template %s: unexpected archive layout",
                           t->id);
     return rc;
@@ -459,7 +460,7 @@ static int write_zip(bundle_scratch *sc, pm_job *job, const prefix *p)
     int rc = add_entry(za, "pass.json", &sc->pass[0], NULL, 0, mtime, err);
     if (rc == 0)
         rc = add_entry(za, "manifest.json", &sc->pass[1], NULL, 0, mtime, err);
-    if (rc == 0) /* DER: deflate saves ~25% of it for more time than the whole zip takes */
+    if (rc == 0) /* DER: deflate would save ~25% of it for about half this stage's time */
         rc = add_entry(za, "signature", NULL, job->signature.data, job->signature.len, mtime, err);
     return archive_close(za, rc, err);
 }
@@ -471,7 +472,8 @@ static int write_zip(bundle_scratch *sc, pm_job *job, const prefix *p)
 static int hash_archive(bundle_scratch *sc, pm_job *job, const prefix *p)
 {
     const pm_buf *z = &job->pkpass;
-    size_t skip = sc->io.cloned >= p->local_len && sc->io.lowest_write >= p->local_len
+    size_t skip = sc->io.cloned >= p->local_len && sc->io.lowest_write >= p->local_len &&
+                          z->len >= p->local_len
                       ? p->local_len : 0;
     unsigned len = 0;
     int ok = skip ? EVP_MD_CTX_copy_ex(sc->md, p->md)

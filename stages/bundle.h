@@ -9,8 +9,8 @@
  * order: every template file in the template's (sorted) order, e.g.
  * en.lproj/pass.strings, icon.png, ..., then pass.json, manifest.json,
  * signature.  PNGs (pm_template_file.compressed) and the DER signature are
- * stored (ZIP_CM_STORE): deflating them saves little and costs more time
- * than the rest of the stage.  pass.json and manifest.json are raw-deflated
+ * stored (ZIP_CM_STORE): PNGs do not shrink, and deflating the signature
+ * saves ~25% of its ~2.6 KB for about half of this stage's time.  pass.json and manifest.json are raw-deflated
  * (level 1) by this stage with one reused zlib stream per worker and handed
  * to libzip already compressed (a source that reports method, sizes and
  * CRC), which copies them as is: libzip's own deflate allocates ~256 KiB

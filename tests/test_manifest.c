@@ -668,3 +668,23 @@ Test(manifest, bundle_one_worker_several_templates)
     pm_job_free(&b);
     pm_template_destroy(other);
 }
+
+Test(manifest, bundle_template_without_static_files)
+{
+    /* Not loadable from a folder (icon.png is required), but bundle does not rely on that. */
+    pm_template bare = {.id = "bare", .files = NULL, .files_len = 0};
+    pm_job job;
+    job_fill(&job, NULL, NOW);
+    run_manifest(&job);
+    job.tmpl = &bare;
+    run_bundle(&job);
+    check_sha256(&job);
+    char zip[700];
+    write_buf("bare.pkpass", &job.pkpass, zip, sizeof zip);
+    int st;
+    char *names = pmt_sh_out(&st, "unzip -tq '%s' >&2 && unzip -Z1 '%s'", zip, zip);
+    cr_assert_eq(st, 0);
+    cr_assert_str_eq(names, "pass.json\nmanifest.json\nsignature\n");
+    free(names);
+    pm_job_free(&job);
+}
