@@ -365,9 +365,12 @@ static void revoke(kafka_source *s, const rd_kafka_topic_partition_list_t *parts
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < parts->cnt; i++) {
         int32_t id = parts->elems[i].partition;
-        if (id >= 0 && (size_t)id < s->parts_cap && s->parts[id]) {
-            s->resume_at[id] = pm_commit_tracker_watermark(s->parts[id]->tracker);
-            retire(s, s->parts[id]);
+        part *p = id >= 0 && (size_t)id < s->parts_cap ? s->parts[id] : NULL;
+        if (p) {
+            /* Remember durable progress the broker has not confirmed. */
+            int64_t w = pm_commit_tracker_watermark(p->tracker);
+            s->resume_at[id] = w > p->committed ? w : -1;
+            retire(s, p);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -654,9 +657,26 @@ static size_t inflight_total(kafka_source *s)
 }
 
 /*
+ * Whether partitions were revoked with durable progress the broker did not
+ * confirm, and no assignment has followed yet: a close should wait for the
+ * rejoin, get them back (resuming at that progress) and commit it.
+ */
+static bool uncommitted_revoked(kafka_source *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool any = false;
+    for (size_t i = 0; !any && i < s->parts_cap; i++)
+        any = s->resume_at[i] >= 0;
+    pthread_mutex_unlock(&s->mu);
+    return any;
+}
+
+/*
  * The last commit.  While the group rebalances the coordinator refuses
- * commits, so keep serving the consumer (which rejoins; a partition we keep
- * resumes at our watermark, see assign()) and retry, for a bounded time.
+ * commits, so keep serving the consumer (which rejoins; a partition we get
+ * back resumes at our watermark, see assign()) and retry, for a bounded
+ * time, until nothing durable is left uncommitted (partitions that went to
+ * another member are its business: it resumes from the committed offset).
  * Messages polled meanwhile are dropped untracked: never committed, so
  * they are delivered again later.
  */
@@ -667,8 +687,9 @@ static rd_kafka_resp_err_t final_commit(kafka_source *s)
         serve_consumer(s, 50);
     for (;;) {
         rd_kafka_resp_err_t err = commit_now(s, NULL);
-        if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET || now_ms() >= deadline)
-            return err;
+        bool done = !err || err == RD_KAFKA_RESP_ERR__NO_OFFSET;
+        if ((done && !uncommitted_revoked(s)) || now_ms() >= deadline)
+            return done && uncommitted_revoked(s) ? RD_KAFKA_RESP_ERR__TIMED_OUT : err;
         serve_consumer(s, 200);
     }
 }

@@ -700,7 +700,7 @@ Test(kafka, second_consumer_joining_mid_run_loses_nothing, .timeout = 240)
     cr_assert_eq(parse_summary(ob, &inb, &pb, &rb), 0, "b: %s %s", ob, eb);
     cr_assert_eq(sa, 0, "%s", ea);
     cr_assert_eq(sb, 0, "%s", eb);
-    cr_log_info("consumer a: in=%ld, consumer b: in=%ld", ina, inb);
+    cr_log_info("consumer a: in=%ld, consumer b: in=%ld\n--- a:\n%s--- b:\n%s", ina, inb, ea, eb);
     cr_assert_gt(ina, 0);
     cr_assert_gt(inb, 0, "the second member got partitions");
     cr_assert_geq(ina + inb, N);
