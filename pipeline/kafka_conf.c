@@ -90,6 +90,19 @@ const char *pm_kafka_prop(const pm_kv *props, size_t n_props, const char *key)
 #include <stdlib.h>
 #include <threads.h>
 
+/*
+ * librdkafka itself is not instrumented: its reference counts are atomics
+ * TSan cannot see, so when one of its threads destroys an object another
+ * one used (a topic's rwlock) TSan reports a race.  passmill uses no
+ * rwlocks, so a race whose latest access is pthread_rwlock_destroy is
+ * librdkafka's own bookkeeping.
+ */
+const char *__tsan_default_suppressions(void);
+const char *__tsan_default_suppressions(void)
+{
+    return "race_top:pthread_rwlock_destroy\n";
+}
+
 static int c11_result(int rc)
 {
     switch (rc) {
