@@ -562,6 +562,61 @@ Test(kafka, json_values_and_bad_json_lines, .timeout = 120)
     kt_teardown(&t);
 }
 
+/* The sum of the group's committed offsets over the REQUESTS partitions. */
+static int64_t committed_total(kt *t)
+{
+    rd_kafka_t *rk = plain_consumer(t, t->group, false);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(PARTITIONS);
+    for (int p = 0; p < PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(parts, REQUESTS, p);
+    cr_assert_eq(rd_kafka_committed(rk, parts, 20000), 0);
+    int64_t total = 0;
+    for (int p = 0; p < PARTITIONS; p++)
+        total += parts->elems[p].offset > 0 ? parts->elems[p].offset : 0;
+    rd_kafka_topic_partition_list_destroy(parts);
+    rd_kafka_destroy(rk);
+    return total;
+}
+
+Test(kafka, sigterm_commits_exactly_what_was_done, .timeout = 120)
+{
+    enum { N = 3000 };
+    kt t;
+    kt_setup(&t, "kafka-sigterm", N);
+    write_conf(&t, "serve.conf", "avro", "kafka.exit_on_eof = false\n"); /* a service */
+    produce_file(&t, "requests.avro", "avro", N);
+    pid_t pid = run_start(&t, "serve.conf", "serve");
+    while (count_passes(&t) < N / 4) {
+        int st;
+        cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "ended early");
+        sleep_ms(5);
+    }
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    int status = run_wait(pid);
+    char *out = run_output(&t, "serve", "out"), *err = run_output(&t, "serve", "err");
+    long in1, passes1, rejects1;
+    cr_assert_eq(parse_summary(out, &in1, &passes1, &rejects1), 0, "%s %s", out, err);
+    cr_assert_eq(status, 0, "%s", err);
+    cr_assert_eq(passes1, in1);
+    cr_assert_lt(in1, N, "stopped before the end");
+    /* Everything taken was finished and committed, nothing more. */
+    cr_assert_eq(committed_total(&t), in1);
+    free(out);
+    free(err);
+
+    /* A restart takes exactly the rest. */
+    status = run_wait(run_start(&t, "run.conf", "rest"));
+    out = run_output(&t, "rest", "out");
+    long in2, passes2, rejects2;
+    cr_assert_eq(parse_summary(out, &in2, &passes2, &rejects2), 0, "%s", out);
+    cr_assert_eq(status, 0);
+    cr_assert_eq(in2, N - in1);
+    free(out);
+    assert_store_complete_and_verified(&t);
+    assert_committed_at_end(&t);
+    kt_teardown(&t);
+}
+
 Test(kafka, kill_9_and_restart_loses_nothing, .timeout = 240)
 {
     enum { N = 2000, KILLS = 3 };
