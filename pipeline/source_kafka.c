@@ -61,8 +61,9 @@
  * The engine signals it around every wait for a free job, often once per
  * record when workers are the bottleneck, and pausing drops librdkafka's
  * prefetched messages (they are fetched again on resume): pausing at once
- * made consuming ~1000x slower, and pausing after 500 ms still cost 40% of
- * the throughput (store syncs stall the engine that long).  Short waits
+ * made consuming ~1000x slower, and pausing after 500 ms still looked
+ * costly (33 s against 20 s for 20000 passes on a noisy 2-core machine:
+ * store syncs stall the engine that long).  Short waits
  * are absorbed by the bounded prefetch queue (queued.max.messages.kbytes);
  * pausing is for real stalls (a store that is down).
  */
