@@ -95,3 +95,13 @@ int pm_buf_read_file(pm_buf *b, const char *path)
     }
     return 0;
 }
+
+void pm_hex_encode(const uint8_t *data, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[data[i] >> 4];
+        out[2 * i + 1] = digits[data[i] & 15];
+    }
+    out[2 * len] = '\0';
+}

@@ -29,6 +29,9 @@ int pm_buf_printf(pm_buf *b, const char *fmt, ...)
 /* NUL-terminate without counting the NUL in len; returns data as char*. */
 const char *pm_buf_cstr(pm_buf *b);
 
+/* Lowercase hex of data[0..len) into out, NUL-terminated (out: 2*len+1 bytes). */
+void pm_hex_encode(const uint8_t *data, size_t len, char *out);
+
 /* Read a whole file into b (replacing its contents). 0 or -1 with errno. */
 int pm_buf_read_file(pm_buf *b, const char *path);
 

@@ -214,8 +214,7 @@ static int store_artefacts(engine *e, pm_job *job)
 {
     char pkpass_key[128], qr_key[128], sha_hex[65];
     object_keys(job, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
-    for (int i = 0; i < 32; i++)
-        snprintf(sha_hex + 2 * i, 3, "%02x", job->pkpass_sha256[i]);
+    pm_hex_encode(job->pkpass_sha256, sizeof job->pkpass_sha256, sha_hex);
     pm_object pass = {pkpass_key, job->pkpass.data, job->pkpass.len,
                       "application/vnd.apple.pkpass", sha_hex};
     pm_object qr = {qr_key, job->qr_png.data, job->qr_png.len, "image/png", NULL};

@@ -60,8 +60,7 @@ json_t *pm_outcome_result_json(const pm_job *job, const char *pkpass_key, const 
                                const char *pkpass_url, const char *qr_url)
 {
     char sha_hex[65];
-    for (int i = 0; i < 32; i++)
-        snprintf(sha_hex + 2 * i, 3, "%02x", job->pkpass_sha256[i]);
+    pm_hex_encode(job->pkpass_sha256, sizeof job->pkpass_sha256, sha_hex);
     json_t *r = json_object();
     if (!r)
         return NULL;

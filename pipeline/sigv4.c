@@ -284,16 +284,6 @@ int pm_sigv4_uri_encode(pm_buf *out, const char *s, size_t len, bool keep_slash)
     return 0;
 }
 
-static void to_hex(const uint8_t *b, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 int pm_sigv4_sha256_hex(const pm_sigv4 *s, const void *data, size_t len, char out[65],
                         pm_error *err)
 {
@@ -304,7 +294,7 @@ int pm_sigv4_sha256_hex(const pm_sigv4 *s, const void *data, size_t len, char ou
         pm_error_add_openssl(err);
         return -1;
     }
-    to_hex(md, 32, out);
+    pm_hex_encode(md, 32, out);
     return 0;
 }
 
@@ -522,7 +512,7 @@ static int signature(const pm_sigv4 *s, pm_sigv4_scratch *sc, const char *amz_da
     if (signing_key(s, sc, amz_date, err) != 0 ||
         hmac(s, sc, sc->key, sizeof sc->key, t->data, t->len, mac, err) != 0)
         return -1;
-    to_hex(mac, 32, sig_hex);
+    pm_hex_encode(mac, 32, sig_hex);
     return 0;
 }
 

@@ -21,6 +21,7 @@
 
 #include <openssl/evp.h>
 
+#include "buf.h"
 #include "pass_format.h"
 #include "schema.h"
 
@@ -719,16 +720,6 @@ static int parse_pass_json(loader *ld, const loaded_file *f, json_t **out)
 
 /* ---- hashing ---------------------------------------------------------- */
 
-static void to_hex(const uint8_t *d, size_t n, char *out)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hex[d[i] >> 4];
-        out[2 * i + 1] = hex[d[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Version: SHA-256 over (name, NUL, 64-bit big-endian length, content) per file. */
 static int hash_version(loader *ld, EVP_MD *sha256, char version[17])
 {
@@ -753,7 +744,7 @@ static int hash_version(loader *ld, EVP_MD *sha256, char version[17])
         return -1;
     }
     char hex[2 * EVP_MAX_MD_SIZE + 1];
-    to_hex(md, 8, hex);
+    pm_hex_encode(md, 8, hex);
     memcpy(version, hex, 17);
     return 0;
 }
@@ -781,7 +772,7 @@ static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
         tf->data = f->data;
         tf->len = f->len;
         tf->compressed = ends_with(f->name, ".png");
-        to_hex(md, mdlen, tf->sha1_hex);
+        pm_hex_encode(md, mdlen, tf->sha1_hex);
         f->name = NULL;
         f->data = NULL;
     }

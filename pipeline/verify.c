@@ -244,8 +244,7 @@ static void sha1_hex(const uint8_t *data, size_t len, char out[41])
     out[0] = '\0';
     if (!EVP_Digest(data, len, md, &n, EVP_sha1(), NULL))
         return;
-    for (unsigned i = 0; i < n && i < 20; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    pm_hex_encode(md, n < 20 ? n : 20, out);
 }
 
 static bool is_sha1_hex(const char *s)

@@ -471,7 +471,6 @@ static void manifest_worker_destroy(void *scratch)
 
 static int sha1_hex(manifest_scratch *sc, const pm_buf *data, char hex[41], pm_error *err)
 {
-    static const char digits[] = "0123456789abcdef";
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned len = 0;
     if (!EVP_DigestInit_ex(sc->md, sc->st->sha1, NULL) ||
@@ -481,11 +480,7 @@ static int sha1_hex(manifest_scratch *sc, const pm_buf *data, char hex[41], pm_e
         pm_error_add_openssl(err);
         return -1;
     }
-    for (unsigned i = 0; i < len; i++) {
-        hex[2 * i] = digits[md[i] >> 4];
-        hex[2 * i + 1] = digits[md[i] & 15];
-    }
-    hex[40] = '\0';
+    pm_hex_encode(md, len, hex);
     return 0;
 }
 
