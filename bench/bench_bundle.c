@@ -16,12 +16,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "config.h"
-#include "context.h"
-#include "job.h"
-#include "sample.h"
-#include "schema.h"
-#include "stage.h"
+#include "core/config.h"
+#include "engine/context.h"
+#include "engine/job.h"
+#include "record/sample.h"
+#include "record/schema.h"
+#include "stages/stage.h"
 
 #define FIXED_NOW 1800000000 /* 2027-01-15, inside the dev certificate's validity */
 

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store.h"
+#include "stores/store.h"
 
 typedef struct job {
     pm_store *st;

@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "identity.h"
-#include "sign.h"
+#include "core/config.h"
+#include "wallet/identity.h"
+#include "stages/sign.h"
 
 static const char manifest[] =
     "{\"icon.png\":\"3c1ab3d5a0bb8a3d0c5f1f3e0d1c5b8f9a1e2d3c\",\"icon@2x.png\":\"5d2e1f7a9b3c4d5e6f708192a3b4c5d6e7f80910\","

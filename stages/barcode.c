@@ -9,7 +9,7 @@
  * key, which restarts HMAC from the precomputed inner/outer pad state
  * instead of re-deriving it from the key.
  */
-#include "barcode.h"
+#include "stages/barcode.h"
 
 #include <errno.h>
 #include <limits.h>

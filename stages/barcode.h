@@ -52,7 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "stage.h"
+#include "stages/stage.h"
 
 /*
  * Symbology capacities, in message bytes (after encoding).  Conservative

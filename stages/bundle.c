@@ -9,7 +9,7 @@
  * job->pkpass: no CRC, no recompression) and appends the new entries and a
  * new central directory.  The hash then only covers the appended bytes.
  */
-#include "bundle.h"
+#include "stages/bundle.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,7 +22,7 @@
 #include <zip.h>
 #include <zlib.h>
 
-#include "../pipeline/template.h"
+#include "wallet/template.h"
 
 /*
  * Per-pass text (pass.json, manifest.json) at level 1: on these 0.5-3 KB

@@ -40,6 +40,6 @@
 #ifndef PM_STAGE_BUNDLE_H
 #define PM_STAGE_BUNDLE_H
 
-#include "stage.h"
+#include "stages/stage.h"
 
 #endif

@@ -7,7 +7,7 @@
  * allocate or read out of bounds.  The state (accepted schema ids) is built
  * once by create() and only read afterwards; no per-worker scratch.
  */
-#include "decode.h"
+#include "stages/decode.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "schema.h"
+#include "record/schema.h"
 
 typedef struct schema_id {
     uint32_t id;

@@ -31,12 +31,12 @@
  * The stage needs no per-worker scratch: its state is read-only.
  *
  * The schema is compiled into the binary (generated from the .avsc by
- * CMake) and parsed once; see pipeline/schema.h.
+ * CMake) and parsed once; see pipeline/record/schema.h.
  */
 #ifndef PM_STAGE_DECODE_H
 #define PM_STAGE_DECODE_H
 
-#include "stage.h"
+#include "stages/stage.h"
 
 /* The largest raw record decode accepts (1 MiB). */
 #define PM_RECORD_MAX ((size_t)1 << 20)

@@ -2,7 +2,7 @@
  * manifest.c - stage 3: pass.json from the template and the record, then
  * manifest.json (see manifest.h for the rules).
  */
-#include "manifest.h"
+#include "stages/manifest.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -11,7 +11,7 @@
 
 #include <openssl/evp.h>
 
-#include "../pipeline/rfc3339.h"
+#include "core/rfc3339.h"
 
 #define MAX_DEPTH 64 /* the loader allows 32; rendering never recurses deeper */
 

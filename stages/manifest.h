@@ -50,9 +50,9 @@
 
 #include <stdint.h>
 
-#include "../pipeline/buf.h"
-#include "../pipeline/template.h"
-#include "stage.h"
+#include "core/buf.h"
+#include "wallet/template.h"
+#include "stages/stage.h"
 
 /*
  * Render the pass.json tree of one record (the rules above) into *out, a new

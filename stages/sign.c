@@ -4,7 +4,7 @@
  * See sign.h for the two implementations (CMS API reference, template fast
  * path) and why the fast path is provably the same bytes.
  */
-#include "sign.h"
+#include "stages/sign.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
-#include "stage.h"
+#include "stages/stage.h"
 
 #define SHA256_LEN 32
 #define UTCTIME_LEN 13 /* YYMMDDHHMMSSZ */

@@ -30,9 +30,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../pipeline/buf.h"
-#include "../pipeline/error.h"
-#include "../pipeline/identity.h"
+#include "core/buf.h"
+#include "core/error.h"
+#include "wallet/identity.h"
 
 /*
  * Sign manifest[0..len) with the CMS API; DER into out (replaced).

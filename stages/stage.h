@@ -7,7 +7,7 @@
  *   - optional per-worker scratch (OpenSSL contexts, buffers) built by
  *     worker_create(), used by one thread only, reused across records;
  *   - process(), which reads the job fields earlier stages wrote and writes
- *     its own (see pipeline/job.h).  On failure it fills job->err (a reject
+ *     its own (see pipeline/engine/job.h).  On failure it fills job->err (a reject
  *     for a bad record, another code for a system failure) and returns -1;
  *     the engine then skips the remaining stages for that record.
  * process() must be safe to call concurrently from different workers with
@@ -16,9 +16,9 @@
 #ifndef PM_STAGE_H
 #define PM_STAGE_H
 
-#include "../pipeline/context.h"
-#include "../pipeline/error.h"
-#include "../pipeline/job.h"
+#include "engine/context.h"
+#include "core/error.h"
+#include "engine/job.h"
 
 typedef struct pm_stage {
     const char *name;

@@ -2,7 +2,7 @@
  * validate.c - stage 1: business rules on the normalized record.
  * See validate.h for the contract and docs/rejects.md for every code.
  */
-#include "validate.h"
+#include "stages/validate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "rfc3339.h"
-#include "template.h"
+#include "core/rfc3339.h"
+#include "wallet/template.h"
 
 /* ------------------------------------------------------------------ */
 /* ISO 4217                                                           */

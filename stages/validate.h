@@ -34,7 +34,7 @@
  * barcode, locations, beacons, custom fields, metadata; see docs/rejects.md).
  *
  * Timestamps are RFC 3339 with an explicit offset, exactly as
- * pipeline/rfc3339.h parses them: YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm),
+ * pipeline/core/rfc3339.h parses them: YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm),
  * a real calendar date, second 0..59 (leap second 60 is rejected: Wallet and
  * the rest of the pipeline cannot represent it), offset within +-14:00.
  * Fractions are accepted and ignored in comparisons.
@@ -57,7 +57,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "stage.h"
+#include "stages/stage.h"
 
 /* Where IANA zone data lives when $TZDIR is not set. */
 #define PM_ZONEINFO_DIR "/usr/share/zoneinfo"

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "queue.h"
+#include "engine/queue.h"
 
 typedef struct stress {
     pm_queue *q;

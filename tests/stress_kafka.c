@@ -17,9 +17,9 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "config.h"
-#include "devbroker.h"
-#include "source.h"
+#include "core/config.h"
+#include "kafka/devbroker.h"
+#include "sources/source.h"
 
 #define TOPIC "stress"
 #define PARTITIONS 4

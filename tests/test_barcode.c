@@ -13,7 +13,7 @@
 #include <png.h>
 #include <qrencode.h>
 
-#include "barcode.h"
+#include "stages/barcode.h"
 #include "test_util.h"
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";

@@ -4,7 +4,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "commit_tracker.h"
+#include "kafka/commit_tracker.h"
 
 Test(commit_tracker, empty_has_no_watermark)
 {

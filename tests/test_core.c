@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "buf.h"
-#include "config.h"
-#include "error.h"
+#include "core/buf.h"
+#include "core/config.h"
+#include "core/error.h"
 #include "test_util.h"
 
 Test(buf, append_printf_and_reset_keep_capacity)

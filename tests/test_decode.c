@@ -10,11 +10,11 @@
 
 #include <avro.h>
 
-#include "config.h"
-#include "context.h"
-#include "decode.h"
-#include "sample.h"
-#include "schema.h"
+#include "core/config.h"
+#include "engine/context.h"
+#include "stages/decode.h"
+#include "record/sample.h"
+#include "record/schema.h"
 #include "test_util.h"
 
 /* A minimal valid request: every required field, nothing optional. */

@@ -2,7 +2,7 @@
  * test_kafka.c - Kafka in, store and topics out, against a real broker.
  *
  * Every test starts an embedded Kafka-protocol cluster in this process
- * (pipeline/devbroker.h, librdkafka's mock cluster: 3 brokers on 127.0.0.1)
+ * (pipeline/kafka/devbroker.h, librdkafka's mock cluster: 3 brokers on 127.0.0.1)
  * and drives the real `passmill run` / `passmill produce` binaries as child
  * processes, so a consumer can be killed with SIGKILL and restarted while
  * the broker keeps its data.  Faults are injected through the mock
@@ -27,9 +27,9 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
-#include "config.h"
-#include "devbroker.h"
-#include "source.h"
+#include "core/config.h"
+#include "kafka/devbroker.h"
+#include "sources/source.h"
 #include "test_util.h"
 
 extern char **environ;

@@ -12,12 +12,12 @@
 
 #include <openssl/evp.h>
 
-#include "bundle.h"
-#include "job.h"
-#include "manifest.h"
-#include "schema.h"
-#include "stage.h"
-#include "template.h"
+#include "stages/bundle.h"
+#include "engine/job.h"
+#include "stages/manifest.h"
+#include "record/schema.h"
+#include "stages/stage.h"
+#include "wallet/template.h"
 #include "test_util.h"
 
 #define NOW 1809172800 /* 2027-05-01T12:00:00Z */

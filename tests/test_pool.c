@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <stdint.h>
 
-#include "queue.h"
+#include "engine/queue.h"
 #include "queue_stress.h"
 
 Test(queue, mpmc_every_item_exactly_once, .timeout = 120)

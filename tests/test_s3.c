@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sigv4.h"
-#include "store.h"
+#include "stores/sigv4.h"
+#include "stores/store.h"
 #include "test_util.h"
 
 /* ---- the server -------------------------------------------------------- */

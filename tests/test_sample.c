@@ -13,13 +13,13 @@
 
 #include <avro.h>
 
-#include "config.h"
-#include "context.h"
-#include "decode.h"
-#include "sample.h"
-#include "schema.h"
-#include "source.h"
-#include "template.h"
+#include "core/config.h"
+#include "engine/context.h"
+#include "stages/decode.h"
+#include "record/sample.h"
+#include "record/schema.h"
+#include "sources/source.h"
+#include "wallet/template.h"
 #include "test_util.h"
 
 static char *tmp;

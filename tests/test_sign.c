@@ -1,5 +1,5 @@
 /*
- * Tests of the signing identity (pipeline/identity.c) and the sign stage
+ * Tests of the signing identity (pipeline/wallet/identity.c) and the sign stage
  * (stages/sign.c).  Signatures are checked by the openssl CLI, which knows
  * nothing of passmill.
  *
@@ -15,11 +15,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "config.h"
-#include "context.h"
-#include "identity.h"
-#include "sign.h"
-#include "stage.h"
+#include "core/config.h"
+#include "engine/context.h"
+#include "wallet/identity.h"
+#include "stages/sign.h"
+#include "stages/stage.h"
 #include "test_util.h"
 
 #define PASS_TYPE "pass.dev.passmill.stadium"

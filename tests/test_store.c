@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "store.h"
+#include "stores/store.h"
 #include "test_util.h"
 
 Test(store_keys, escapes_are_refused)

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "schema.h"
-#include "template.h"
+#include "record/schema.h"
+#include "wallet/template.h"
 #include "test_util.h"
 
 static char *tmp;       /* per test, removed in teardown */

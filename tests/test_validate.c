@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "job.h"
-#include "stage.h"
-#include "template.h"
+#include "core/config.h"
+#include "engine/job.h"
+#include "stages/stage.h"
+#include "wallet/template.h"
 #include "test_util.h"
-#include "validate.h"
+#include "stages/validate.h"
 
 static const char VALID[] =
     "{"

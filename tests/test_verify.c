@@ -1,5 +1,5 @@
 /*
- * Tests of pipeline/verify.c and the `passmill verify` / `passmill identity`
+ * Tests of pipeline/wallet/verify.c and the `passmill verify` / `passmill identity`
  * commands.
  *
  * The passes here are made WITHOUT passmill's stages: pass.json is written
@@ -17,9 +17,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "identity.h"
+#include "wallet/identity.h"
 #include "test_util.h"
-#include "verify.h"
+#include "wallet/verify.h"
 
 /*
  * The dev identity is made once, in the runner, before the tests start.

@@ -10,9 +10,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "commands.h"
-#include "error.h"
-#include "identity.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "wallet/identity.h"
 
 /* Match the example template config/templates/stadium. */
 #define DEFAULT_PASS_TYPE_ID "pass.dev.passmill.stadium"

@@ -1,7 +1,7 @@
 /*
  * cmd_kafka.c - `passmill devbroker` and `passmill produce`.
  *
- * devbroker: an embedded Kafka-protocol broker (pipeline/devbroker.h) for
+ * devbroker: an embedded Kafka-protocol broker (pipeline/kafka/devbroker.h) for
  * demos and tests, until SIGTERM/SIGINT.
  * produce: load pass requests from a JSON Lines or Avro container file into
  * a topic, as JSON or in the Confluent wire format, with an idempotent
@@ -20,12 +20,12 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
-#include "commands.h"
-#include "config.h"
-#include "devbroker.h"
-#include "kafka_conf.h"
-#include "schema.h"
-#include "source.h"
+#include "cli/commands.h"
+#include "core/config.h"
+#include "kafka/devbroker.h"
+#include "kafka/kafka_conf.h"
+#include "record/schema.h"
+#include "sources/source.h"
 
 static int parse_int(const char *s, long min, long max, long *out)
 {

@@ -7,13 +7,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "config.h"
-#include "context.h"
-#include "engine.h"
-#include "outcome.h"
-#include "source.h"
-#include "store.h"
+#include "cli/commands.h"
+#include "core/config.h"
+#include "engine/context.h"
+#include "engine/engine.h"
+#include "outcomes/outcome.h"
+#include "sources/source.h"
+#include "stores/store.h"
 
 static void usage(FILE *out)
 {

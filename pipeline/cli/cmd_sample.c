@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "commands.h"
-#include "error.h"
-#include "sample.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "record/sample.h"
 
 static void sample_usage(FILE *out)
 {

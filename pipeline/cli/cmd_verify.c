@@ -8,9 +8,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "commands.h"
-#include "error.h"
-#include "verify.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "wallet/verify.h"
 
 static void verify_usage(FILE *out)
 {

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "commands.h"
+#include "cli/commands.h"
 
 typedef struct command {
     const char *name;

@@ -1,0 +1,47 @@
+/*
+ * engine.h - runs source -> stages -> store -> outcomes, and counts.
+ *
+ * The engine pulls raw records from the source on the calling thread,
+ * hands them to a pool of workers (pipeline/engine/pool.h) that run every stage
+ * in order with their own per-worker scratch, store the artefacts, and
+ * report one outcome per record.  Invariant, checked at the end:
+ *   in == passes + rejects + failed.
+ * `failed` counts records the system could not finish (store down, crypto
+ * error); they are reported to the source as not durable (not committed)
+ * and make the run fail.
+ */
+#ifndef PM_ENGINE_H
+#define PM_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/context.h"
+#include "outcomes/outcome.h"
+#include "sources/source.h"
+#include "stores/store.h"
+
+typedef struct pm_run_stats {
+    uint64_t in;
+    uint64_t passes;
+    uint64_t rejects;
+    uint64_t failed;
+    double seconds;
+} pm_run_stats;
+
+typedef struct pm_engine_opts {
+    unsigned workers;          /* >= 1 */
+    unsigned queue_size;       /* >= 1 */
+    unsigned progress_ms;      /* 0 = no progress lines */
+} pm_engine_opts;
+
+/*
+ * Run until the source ends (or is stopped).  Everything is borrowed.
+ * Returns 0 when the run completed (rejects allowed), -1 on a fatal error
+ * (source error, or records failed); stats are filled either way.
+ */
+int pm_engine_run(const pm_context *ctx, pm_source *source, pm_store *store,
+                  pm_outcome *const *outcomes, size_t n_outcomes,
+                  const pm_engine_opts *opts, pm_run_stats *stats, pm_error *err);
+
+#endif

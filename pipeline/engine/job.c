@@ -1,0 +1,55 @@
+#include "engine/job.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void pm_job_init(pm_job *job)
+{
+    memset(job, 0, sizeof *job);
+    job->origin.partition = -1;
+}
+
+void pm_job_reset(pm_job *job)
+{
+    json_decref(job->record);
+    json_decref(job->barcodes);
+    job->record = job->barcodes = NULL;
+    job->serial = NULL;
+    job->tmpl = NULL;
+    job->status = NULL;
+    job->source_ref = NULL;
+    job->format = PM_INPUT_JSON;
+    job->origin.source[0] = '\0';
+    job->origin.partition = -1;
+    job->origin.offset = 0;
+    pm_buf_reset(&job->raw);
+    pm_buf_reset(&job->barcode_message);
+    pm_buf_reset(&job->qr_png);
+    pm_buf_reset(&job->pass_json);
+    pm_buf_reset(&job->manifest_json);
+    pm_buf_reset(&job->signature);
+    pm_buf_reset(&job->pkpass);
+    memset(job->pkpass_sha256, 0, sizeof job->pkpass_sha256);
+    pm_error_clear(&job->err);
+}
+
+void pm_job_free(pm_job *job)
+{
+    pm_job_reset(job);
+    pm_buf_free(&job->raw);
+    pm_buf_free(&job->barcode_message);
+    pm_buf_free(&job->qr_png);
+    pm_buf_free(&job->pass_json);
+    pm_buf_free(&job->manifest_json);
+    pm_buf_free(&job->signature);
+    pm_buf_free(&job->pkpass);
+}
+
+void pm_origin_format(const pm_origin *o, char *out, size_t outlen)
+{
+    if (o->partition >= 0)
+        snprintf(out, outlen, "%s[%d]@%lld", o->source, (int)o->partition,
+                 (long long)o->offset);
+    else
+        snprintf(out, outlen, "%s:%lld", o->source, (long long)o->offset);
+}

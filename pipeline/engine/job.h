@@ -1,0 +1,83 @@
+/*
+ * job.h - one record's trip through the pipeline.
+ *
+ * A source fills the input part, each stage reads what earlier stages wrote
+ * and writes its own part, the engine stores the artefacts and reports the
+ * outcome.  Jobs are owned by the engine and reused: pm_job_reset() keeps
+ * buffer capacity so the hot path does not allocate per pass.
+ *
+ * Who writes what (every other stage only reads):
+ *   source    : format, raw, origin, source_ref
+ *   decode    : record, serial
+ *   validate  : tmpl, status
+ *   barcode   : barcode_message, barcodes, qr_png
+ *   manifest  : pass_json, manifest_json
+ *   sign      : signature
+ *   bundle    : pkpass, pkpass_sha256
+ *   engine    : seq, err, now
+ */
+#ifndef PM_JOB_H
+#define PM_JOB_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/buf.h"
+#include "core/error.h"
+
+struct pm_template;
+
+/* How job->raw is encoded. */
+typedef enum pm_input_format {
+    PM_INPUT_JSON = 0,   /* one JSON object (a JSON Lines line) */
+    PM_INPUT_AVRO,       /* Avro binary datum written with schemas/pass_request.avsc */
+    PM_INPUT_CONFLUENT   /* magic 0, 4-byte big-endian schema id, Avro binary datum */
+} pm_input_format;
+
+/* Where a record came from, for rejects, results and commits. */
+typedef struct pm_origin {
+    char source[256];   /* input file path or Kafka topic */
+    int32_t partition;  /* Kafka partition, -1 for files */
+    int64_t offset;     /* Kafka offset, or 1-based line/record number in a file */
+} pm_origin;
+
+typedef struct pm_job {
+    uint64_t seq;                 /* engine: 0-based arrival order */
+    int64_t now;                  /* engine: the clock for this pass (unix seconds) */
+
+    pm_input_format format;       /* source */
+    pm_buf raw;                   /* source: original bytes, never modified */
+    pm_origin origin;             /* source */
+    void *source_ref;             /* source: opaque, handed back on completion */
+
+    json_t *record;               /* decode: owned; normalized, see stages/decode.h */
+    const char *serial;           /* decode: points into record, NULL before */
+
+    const struct pm_template *tmpl; /* validate: the record's template (borrowed) */
+    const char *status;           /* validate: "active", "voided", "expired", "redeemed" */
+
+    pm_buf barcode_message;       /* barcode: final message (autogenerate resolved) */
+    json_t *barcodes;             /* barcode: owned JSON object merged into pass.json:
+                                     {"barcodes": [...], "barcode": {...} (legacy, absent for CODE128)} */
+    pm_buf qr_png;                /* barcode: QR PNG of the message */
+
+    pm_buf pass_json;             /* manifest */
+    pm_buf manifest_json;         /* manifest */
+    pm_buf signature;             /* sign: DER PKCS#7 detached over manifest_json */
+    pm_buf pkpass;                /* bundle: the zip */
+    uint8_t pkpass_sha256[32];    /* bundle */
+
+    pm_error err;                 /* outcome when a stage fails */
+} pm_job;
+
+void pm_job_init(pm_job *job);
+/* Drop per-record state (JSON trees), keep buffer capacity. */
+void pm_job_reset(pm_job *job);
+/* Free everything the job owns. */
+void pm_job_free(pm_job *job);
+
+/* "FILE:LINE" or "topic[partition]@offset" into out, for messages. */
+void pm_origin_format(const pm_origin *o, char *out, size_t outlen);
+
+#endif

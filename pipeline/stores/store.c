@@ -1,0 +1,39 @@
+/* store.c - picking a store implementation, and the key rules they share. */
+#include "stores/store.h"
+
+#include <string.h>
+
+bool pm_store_key_valid(const char *key)
+{
+    if (!key || !*key || key[0] == '/' || strlen(key) > 1024)
+        return false;
+    const char *seg = key;
+    for (const char *p = key;; p++) {
+        if (*p == '/' || *p == '\0') {
+            size_t n = (size_t)(p - seg);
+            if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+                return false;
+            if (*p == '\0')
+                return true;
+            seg = p + 1;
+        } else if (*p == '\\' || (unsigned char)*p < 0x20 || *p == 0x7f) {
+            return false;
+        }
+    }
+}
+
+int pm_store_open(const pm_config *cfg, pm_store **out, pm_error *err)
+{
+    if (strcmp(cfg->store_type, "local") == 0)
+        return pm_store_local_open(cfg->store_dir, cfg->store_fsync, out, err);
+    if (strcmp(cfg->store_type, "s3") == 0)
+        return pm_store_s3_open(cfg, out, err);
+    return pm_error_set(err, PM_ERR_CONFIG, "store.type: expected local or s3, got '%s'",
+                        cfg->store_type);
+}
+
+void pm_store_close(pm_store *s)
+{
+    if (s)
+        s->ops->close(s);
+}

@@ -1,0 +1,180 @@
+/*
+ * store_local.c - the embedded default store: a local directory.
+ *
+ * An object is written to a hidden temporary file in its key's folder and
+ * renamed into place, so a reader sees the old object or the whole new one,
+ * never a partial file.  A crash leaves at most a ".pm-tmp-*" file, which is
+ * never visible under a key: keys with a segment starting ".pm-tmp-" are
+ * refused.  Durability is batched: put() does not fsync; sync() calls
+ * syncfs() on the store's file system once for every put before it, which
+ * is what the engine waits for before it reports passes.
+ */
+#include "stores/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct local_store {
+    pm_store base;
+    char *root;
+    int root_fd;
+    bool fsync_objects;
+    atomic_uint_fast64_t tmp_counter;
+} local_store;
+
+/* mkdir -p for the folders of key below root_fd (not the last segment). */
+static int make_parents(local_store *ls, const char *key, pm_error *err)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s", key);
+    for (char *p = strchr(path, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        if (mkdirat(ls->root_fd, path, 0755) != 0 && errno != EEXIST)
+            return pm_error_set(err, PM_ERR_STORE, "store %s: cannot create folder '%s': %s",
+                                ls->root, path, strerror(errno));
+        *p = '/';
+    }
+    return 0;
+}
+
+#define TEMP_PREFIX ".pm-tmp-"
+
+static bool is_temp_name(const char *key)
+{
+    for (const char *seg = key; seg; seg = strchr(seg, '/') ? strchr(seg, '/') + 1 : NULL)
+        if (strncmp(seg, TEMP_PREFIX, sizeof TEMP_PREFIX - 1) == 0)
+            return true;
+    return false;
+}
+
+static int write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int local_put(pm_store *s, const pm_object *obj, pm_error *err)
+{
+    local_store *ls = (local_store *)s;
+    if (!pm_store_key_valid(obj->key) || is_temp_name(obj->key))
+        return pm_error_set(err, PM_ERR_STORE, "store %s: refusing invalid key '%s'", ls->root, obj->key);
+
+    char tmp[1200];
+    const char *slash = strrchr(obj->key, '/');
+    int dirlen = slash ? (int)(slash - obj->key + 1) : 0;
+    snprintf(tmp, sizeof tmp, "%.*s" TEMP_PREFIX "%ld-%llu", dirlen, obj->key, (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&ls->tmp_counter, 1));
+
+    int fd = openat(ls->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {
+        if (make_parents(ls, obj->key, err) != 0)
+            return -1;
+        fd = openat(ls->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
+    if (fd < 0)
+        return pm_error_set(err, PM_ERR_STORE, "store %s: cannot create '%s': %s", ls->root, tmp,
+                            strerror(errno));
+    if (write_all(fd, obj->data, obj->len) != 0) {
+        int e = errno;
+        close(fd);
+        unlinkat(ls->root_fd, tmp, 0);
+        return pm_error_set(err, PM_ERR_STORE, "store %s: writing '%s': %s", ls->root, obj->key,
+                            strerror(e));
+    }
+    if (close(fd) != 0 || renameat(ls->root_fd, tmp, ls->root_fd, obj->key) != 0) {
+        int e = errno;
+        unlinkat(ls->root_fd, tmp, 0);
+        return pm_error_set(err, PM_ERR_STORE, "store %s: publishing '%s': %s", ls->root,
+                            obj->key, strerror(e));
+    }
+    return 0;
+}
+
+static int local_sync(pm_store *s, pm_error *err)
+{
+    local_store *ls = (local_store *)s;
+    if (!ls->fsync_objects)
+        return 0;
+    if (syncfs(ls->root_fd) != 0)
+        return pm_error_set(err, PM_ERR_STORE, "store %s: syncfs: %s", ls->root, strerror(errno));
+    return 0;
+}
+
+static int local_get(pm_store *s, const char *key, pm_buf *out, pm_error *err)
+{
+    local_store *ls = (local_store *)s;
+    if (!pm_store_key_valid(key))
+        return pm_error_set(err, PM_ERR_STORE, "store %s: invalid key '%s'", ls->root, key);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", ls->root, key);
+    if (pm_buf_read_file(out, path) != 0)
+        return pm_error_set(err, PM_ERR_STORE, "store %s: reading '%s': %s", ls->root, key,
+                            strerror(errno));
+    return 0;
+}
+
+static char *local_url(pm_store *s, const char *key, int64_t now)
+{
+    (void)now;
+    local_store *ls = (local_store *)s;
+    char *url = NULL;
+    if (asprintf(&url, "file://%s/%s", ls->root, key) < 0)
+        return NULL;
+    return url;
+}
+
+static void local_close(pm_store *s)
+{
+    local_store *ls = (local_store *)s;
+    close(ls->root_fd);
+    free(ls->root);
+    free(ls);
+}
+
+static const pm_store_ops local_ops = {
+    .name = "local",
+    .put = local_put,
+    .sync = local_sync,
+    .get = local_get,
+    .url = local_url,
+    .close = local_close,
+};
+
+int pm_store_local_open(const char *root, bool fsync_objects, pm_store **out, pm_error *err)
+{
+    if (!root || !*root)
+        return pm_error_set(err, PM_ERR_CONFIG, "store.dir is empty");
+    if (mkdir(root, 0755) != 0 && errno != EEXIST)
+        return pm_error_set(err, PM_ERR_STORE, "store: cannot create '%s': %s", root, strerror(errno));
+    local_store *ls = calloc(1, sizeof *ls);
+    if (!ls)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    ls->base.ops = &local_ops;
+    ls->fsync_objects = fsync_objects;
+    ls->root = realpath(root, NULL);
+    ls->root_fd = ls->root ? open(ls->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (ls->root_fd < 0) {
+        pm_error_set(err, PM_ERR_STORE, "store: cannot open '%s': %s", root, strerror(errno));
+        free(ls->root);
+        free(ls);
+        return -1;
+    }
+    *out = &ls->base;
+    return 0;
+}

@@ -1,0 +1,1047 @@
+/*
+ * template.c - load, check and hash pass templates (see template.h and
+ * docs/templates.md for the rules).
+ *
+ * Everything here runs once at start-up: each file of a template folder is
+ * read once, checked, SHA-1 hashed for manifest.json and folded into the
+ * template version; workers only ever read the result.
+ */
+#include "wallet/template.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "core/buf.h"
+#include "wallet/pass_format.h"
+#include "record/schema.h"
+
+#define MAX_FILE_BYTES (8u << 20)  /* larger files are refused */
+#define MAX_FILES 256              /* per template, a pkpass is small */
+#define MAX_NAME 128               /* one path component */
+#define MAX_DEPTH 32               /* JSON nesting in pass.json */
+
+struct pm_template_set {
+    pm_template **items;  /* sorted by id */
+    size_t len;
+};
+
+/* One file while loading: pass.json included, freed or moved into the template. */
+typedef struct loaded_file {
+    char *name;
+    uint8_t *data;
+    size_t len;
+} loaded_file;
+
+typedef struct loader {
+    const char *id;
+    pm_error *err;
+    loaded_file *files;
+    size_t len, cap;
+} loader;
+
+/* ---- errors ----------------------------------------------------------- */
+
+/* "template 'id': file: message" with code PM_ERR_CONFIG; returns -1. */
+__attribute__((format(printf, 3, 4)))
+static int fail(loader *ld, const char *file, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pm_error_set(ld->err, PM_ERR_CONFIG, "template '%s': %s: %s", ld->id, file, msg);
+}
+
+__attribute__((format(printf, 3, 4)))
+static int fail_io(loader *ld, const char *file, const char *fmt, ...)
+{
+    char msg[400];
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pm_error_set(ld->err, PM_ERR_IO, "template '%s': %s: %s: %s", ld->id, file, msg,
+                        strerror(saved));
+}
+
+/* ---- names ------------------------------------------------------------ */
+
+static bool id_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
+static bool valid_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!id_char(s[i]))
+            return false;
+    return true;
+}
+
+/* File names go into manifest.json and the zip unescaped, so keep them plain. */
+static bool valid_file_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > MAX_NAME || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!id_char(s[i]) && s[i] != '@' && s[i] != '+')
+            return false;
+    return true;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+/* "en", "fr", "pt-BR", "zh_Hans" followed by ".lproj". */
+static bool valid_lproj(const char *s)
+{
+    if (!ends_with(s, ".lproj"))
+        return false;
+    size_t n = strlen(s) - strlen(".lproj");
+    if (n < 2 || n > 16)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        bool digit = c >= '0' && c <= '9';
+        if (i < 2 ? !alpha : !(alpha || digit || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- reading the folder ---------------------------------------------- */
+
+static int add_file(loader *ld, const char *name, uint8_t *data, size_t len)
+{
+    if (ld->len == ld->cap) {
+        size_t cap = ld->cap ? ld->cap * 2 : 16;
+        loaded_file *f = realloc(ld->files, cap * sizeof *f);
+        if (!f)
+            return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+        ld->files = f;
+        ld->cap = cap;
+    }
+    char *copy = strdup(name);
+    if (!copy)
+        return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+    ld->files[ld->len++] = (loaded_file){copy, data, len};
+    return 0;
+}
+
+/* Read one regular file (never through a symlink), at most MAX_FILE_BYTES. */
+static int read_file(loader *ld, int dirfd, const char *entry, const char *name)
+{
+    int fd = openat(dirfd, entry, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? fail(ld, name, "symlinks are not allowed")
+                              : fail_io(ld, name, "cannot open");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        fail_io(ld, name, "cannot stat");
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(ld, name, "not a regular file");
+    }
+    if (st.st_size > (off_t)MAX_FILE_BYTES) {
+        close(fd);
+        return fail(ld, name, "file too large (%lld bytes, at most %u)",
+                    (long long)st.st_size, MAX_FILE_BYTES);
+    }
+    size_t len = (size_t)st.st_size, got = 0;
+    uint8_t *data = malloc(len ? len : 1);
+    if (!data) {
+        close(fd);
+        return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+    }
+    while (got < len) {
+        ssize_t n = read(fd, data + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO; /* the file shrank under us */
+            fail_io(ld, name, "cannot read");
+            free(data);
+            close(fd);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    if (add_file(ld, name, data, len) != 0) {
+        free(data);
+        return -1;
+    }
+    return 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Entry names of an open directory, sorted, "." and ".." left out. */
+static int list_dir(loader *ld, DIR *d, const char *what, char ***out, size_t *outlen)
+{
+    char **names = NULL;
+    size_t len = 0, cap = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (len == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **n = realloc(names, cap * sizeof *n);
+            if (!n)
+                goto nomem;
+            names = n;
+        }
+        if (!(names[len] = strdup(e->d_name)))
+            goto nomem;
+        len++;
+    }
+    if (errno != 0) {
+        fail_io(ld, what, "cannot list folder");
+        goto fail;
+    }
+    if (len > 1)
+        qsort(names, len, sizeof *names, compare_names);
+    *out = names;
+    *outlen = len;
+    return 0;
+nomem:
+    pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+fail:
+    for (size_t i = 0; i < len; i++)
+        free(names[i]);
+    free(names);
+    return -1;
+}
+
+static void free_names(char **names, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        free(names[i]);
+    free(names);
+}
+
+/*
+ * Read the files of one folder.  prefix is "" for the template root or
+ * "xx.lproj/" inside a localisation folder, which may hold files only.
+ */
+static int read_folder(loader *ld, int dirfd, const char *prefix)
+{
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return fail_io(ld, *prefix ? prefix : ".", "cannot open folder");
+    }
+    char **names = NULL;
+    size_t len = 0;
+    int rc = list_dir(ld, d, *prefix ? prefix : ".", &names, &len);
+    for (size_t i = 0; rc == 0 && i < len; i++) {
+        char name[2 * MAX_NAME + 8];
+        snprintf(name, sizeof name, "%s%s", prefix, names[i]);
+        struct stat st;
+        if (!valid_file_name(names[i])) {
+            rc = fail(ld, name, "bad file name (rule: [A-Za-z0-9._@+-]{1,%d}, "
+                      "not starting with '.')", MAX_NAME);
+        } else if (fstatat(dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            rc = fail_io(ld, name, "cannot stat");
+        } else if (S_ISLNK(st.st_mode)) {
+            rc = fail(ld, name, "symlinks are not allowed");
+        } else if (S_ISDIR(st.st_mode)) {
+            if (*prefix || !valid_lproj(names[i])) {
+                rc = fail(ld, name, "unexpected folder (only xx.lproj localisation "
+                          "folders, holding files, are allowed)");
+                continue;
+            }
+            int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                rc = fail_io(ld, name, "cannot open folder");
+                continue;
+            }
+            char subprefix[MAX_NAME + 2];
+            snprintf(subprefix, sizeof subprefix, "%s/", names[i]);
+            rc = read_folder(ld, sub, subprefix);
+            close(sub);
+        } else if (ld->len >= MAX_FILES) {
+            rc = fail(ld, name, "too many files (at most %d)", MAX_FILES);
+        } else {
+            rc = read_file(ld, dirfd, names[i], name);
+        }
+    }
+    free_names(names, len);
+    closedir(d);
+    return rc;
+}
+
+/* ---- PNG -------------------------------------------------------------- */
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* CRC-32 (ISO-HDLC) as PNG chunks use it; bitwise, load time only. */
+static uint32_t crc32_png(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+static bool ihdr_depth_ok(uint8_t colour, uint8_t depth)
+{
+    switch (colour) {
+    case 0: return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+    case 3: return depth == 1 || depth == 2 || depth == 4 || depth == 8;
+    case 2: case 4: case 6: return depth == 8 || depth == 16;
+    default: return false;
+    }
+}
+
+/*
+ * A real PNG: signature, IHDR first and valid, every chunk's CRC right, at
+ * least one IDAT, IEND last and at the end of the file.
+ */
+static int check_png(loader *ld, const loaded_file *f)
+{
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    const uint8_t *p = f->data;
+    size_t len = f->len, pos = 8;
+    bool idat = false, iend = false;
+    if (len < 8 || memcmp(p, sig, 8) != 0)
+        return fail(ld, f->name, "not a PNG (rule: PNG signature)");
+    for (int n = 0; pos < len; n++) {
+        if (iend)
+            return fail(ld, f->name, "bad PNG (rule: data after IEND)");
+        if (len - pos < 12)
+            return fail(ld, f->name, "bad PNG (rule: truncated chunk at byte %zu)", pos);
+        uint32_t clen = be32(p + pos);
+        const uint8_t *type = p + pos + 4;
+        if (clen > 0x7FFFFFFFu || clen > len - pos - 12)
+            return fail(ld, f->name, "bad PNG (rule: chunk length past end of file at byte %zu)",
+                        pos);
+        if (crc32_png(type, 4 + (size_t)clen) != be32(type + 4 + clen))
+            return fail(ld, f->name, "bad PNG (rule: CRC of chunk '%.4s' at byte %zu)",
+                        (const char *)type, pos);
+        if (n == 0) {
+            const uint8_t *h = type + 4;
+            if (memcmp(type, "IHDR", 4) != 0 || clen != 13)
+                return fail(ld, f->name, "bad PNG (rule: IHDR must be the first chunk)");
+            uint32_t w = be32(h), ht = be32(h + 4);
+            if (w == 0 || ht == 0 || w > 0x7FFFFFFFu || ht > 0x7FFFFFFFu)
+                return fail(ld, f->name, "bad PNG (rule: IHDR size %ux%u)", w, ht);
+            if (!ihdr_depth_ok(h[9], h[8]) || h[10] != 0 || h[11] != 0 || h[12] > 1)
+                return fail(ld, f->name, "bad PNG (rule: IHDR colour type %u, bit depth %u, "
+                            "compression %u, filter %u, interlace %u)",
+                            h[9], h[8], h[10], h[11], h[12]);
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            idat = true;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            iend = true;
+        }
+        pos += 12 + (size_t)clen;
+    }
+    if (!idat || !iend)
+        return fail(ld, f->name, "bad PNG (rule: needs IDAT and a final IEND)");
+    return 0;
+}
+
+/* ---- pass.strings ----------------------------------------------------- */
+
+typedef struct strings_cursor {
+    const uint8_t *p, *end;
+    unsigned line;
+} strings_cursor;
+
+/* Skip whitespace and comments; -1 on an unterminated comment. */
+static int strings_skip(strings_cursor *c)
+{
+    while (c->p < c->end) {
+        if (*c->p == '\n') {
+            c->line++;
+            c->p++;
+        } else if (*c->p == ' ' || *c->p == '\t' || *c->p == '\r') {
+            c->p++;
+        } else if (c->end - c->p >= 2 && c->p[0] == '/' && c->p[1] == '/') {
+            while (c->p < c->end && *c->p != '\n')
+                c->p++;
+        } else if (c->end - c->p >= 2 && c->p[0] == '/' && c->p[1] == '*') {
+            c->p += 2;
+            while (c->end - c->p >= 2 && !(c->p[0] == '*' && c->p[1] == '/'))
+                c->line += *c->p++ == '\n';
+            if (c->end - c->p < 2)
+                return -1;
+            c->p += 2;
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+static int strings_quoted(strings_cursor *c)
+{
+    if (c->p >= c->end || *c->p != '"')
+        return -1;
+    for (c->p++; c->p < c->end; c->p++) {
+        if (*c->p == '\\') {
+            if (++c->p == c->end)
+                return -1;
+        } else if (*c->p == '"') {
+            c->p++;
+            return 0;
+        }
+        if (*c->p == '\n')
+            c->line++;
+    }
+    return -1;
+}
+
+static bool valid_utf8(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = p[i];
+        size_t extra = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2
+                     : (b & 0xF8) == 0xF0 ? 3 : 9;
+        if (extra == 9 || extra > n - i - 1 || (extra == 1 && b < 0xC2) || b > 0xF4)
+            return false;
+        uint32_t cp = b & (0x7Fu >> extra);
+        for (size_t k = 1; k <= extra; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i + k] & 0x3Fu);
+        }
+        if ((extra == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+/*
+ * "KEY" = "value"; entries with comments, in UTF-8 (optional BOM).  UTF-16
+ * with a BOM is what Apple's tools write; it is accepted as is (even length).
+ */
+static int check_strings(loader *ld, const loaded_file *f)
+{
+    const uint8_t *p = f->data;
+    size_t n = f->len;
+    if (n >= 2 && ((p[0] == 0xFF && p[1] == 0xFE) || (p[0] == 0xFE && p[1] == 0xFF))) {
+        if (n % 2 != 0)
+            return fail(ld, f->name, "bad UTF-16 (rule: odd byte count)");
+        return 0;
+    }
+    if (n >= 3 && p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) {
+        p += 3;
+        n -= 3;
+    }
+    if (!valid_utf8(p, n))
+        return fail(ld, f->name, "not UTF-8 (rule: pass.strings is UTF-8 or UTF-16 with BOM)");
+    strings_cursor c = {p, p + n, 1};
+    for (;;) {
+        if (strings_skip(&c) != 0)
+            return fail(ld, f->name, "line %u: unterminated comment", c.line);
+        if (c.p == c.end)
+            return 0;
+        unsigned line = c.line;
+        if (strings_quoted(&c) != 0)
+            return fail(ld, f->name, "line %u: expected a quoted key (rule: \"KEY\" = \"value\";)",
+                        line);
+        if (strings_skip(&c) != 0 || c.p == c.end || *c.p++ != '=')
+            return fail(ld, f->name, "line %u: expected '=' (rule: \"KEY\" = \"value\";)", line);
+        if (strings_skip(&c) != 0 || strings_quoted(&c) != 0)
+            return fail(ld, f->name, "line %u: expected a quoted value (rule: \"KEY\" = \"value\";)",
+                        line);
+        if (strings_skip(&c) != 0 || c.p == c.end || *c.p++ != ';')
+            return fail(ld, f->name, "line %u: expected ';' (rule: \"KEY\" = \"value\";)", line);
+    }
+}
+
+/* ---- pass.json -------------------------------------------------------- */
+
+/* A JSON path being walked, for messages: "eventTicket.backFields[2].value". */
+typedef struct jpath {
+    char s[256];
+    size_t len;
+} jpath;
+
+static size_t jpath_add(jpath *jp, int n)
+{
+    size_t old = jp->len;
+    if (n > 0)
+        jp->len = old + (size_t)n < sizeof jp->s ? old + (size_t)n : sizeof jp->s - 1;
+    return old;
+}
+
+static size_t jpath_key(jpath *jp, const char *key)
+{
+    return jpath_add(jp, snprintf(jp->s + jp->len, sizeof jp->s - jp->len, "%s%s",
+                                  jp->len ? "." : "", key));
+}
+
+static size_t jpath_index(jpath *jp, size_t index)
+{
+    return jpath_add(jp, snprintf(jp->s + jp->len, sizeof jp->s - jp->len, "[%zu]", index));
+}
+
+static void jpath_pop(jpath *jp, size_t old)
+{
+    jp->len = old;
+    jp->s[old] = '\0';
+}
+
+static bool custom_key_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > 32)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Every "${path}" in s names a schema leaf or custom.KEY. */
+static int check_bindings(loader *ld, const jpath *jp, const char *s)
+{
+    const char *p = s;
+    while ((p = strstr(p, "${")) != NULL) {
+        const char *start = p + 2, *close = strchr(start, '}');
+        if (!close)
+            return fail(ld, "pass.json", "%s: unterminated binding '${' (rule: bindings are "
+                        "${path})", jp->s);
+        size_t n = (size_t)(close - start);
+        char path[160];
+        if (n == 0 || n >= sizeof path)
+            return fail(ld, "pass.json", "%s: bad binding '%.*s' (rule: bindings are ${path})",
+                        jp->s, (int)(n + 3 < 200 ? n + 3 : 200), p);
+        memcpy(path, start, n);
+        path[n] = '\0';
+        bool ok = strncmp(path, "custom.", 7) == 0 ? custom_key_ok(path + 7, n - 7)
+                                                    : pm_schema_has_path(path);
+        if (!ok)
+            return fail(ld, "pass.json", "%s: unknown binding ${%s} (rule: a binding names a "
+                        "record leaf field such as attendee.seat, or custom.KEY)", jp->s, path);
+        p = close + 1;
+    }
+    return 0;
+}
+
+static int walk_bindings(loader *ld, jpath *jp, json_t *v, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return fail(ld, "pass.json", "%s: nested deeper than %d (rule: nesting)", jp->s,
+                    MAX_DEPTH);
+    if (json_is_string(v))
+        return check_bindings(ld, jp, json_string_value(v));
+    if (json_is_object(v)) {
+        const char *key;
+        json_t *child;
+        json_object_foreach(v, key, child) {
+            if (strstr(key, "${"))
+                return fail(ld, "pass.json", "%s: binding in a key '%s' (rule: bindings only "
+                            "in string values)", jp->s, key);
+            size_t old = jpath_key(jp, key);
+            int rc = walk_bindings(ld, jp, child, depth + 1);
+            jpath_pop(jp, old);
+            if (rc != 0)
+                return -1;
+        }
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child) {
+            size_t old = jpath_index(jp, i);
+            int rc = walk_bindings(ld, jp, child, depth + 1);
+            jpath_pop(jp, old);
+            if (rc != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *const field_arrays[] = {
+    "headerFields", "primaryFields", "secondaryFields", "auxiliaryFields", "backFields",
+};
+
+/* Keys the pipeline sets per pass; a template must not set them. */
+static const char *const per_pass_keys[] = {
+    "serialNumber", "barcode", "barcodes", "voided", "relevantDate", "expirationDate",
+    "locations", "beacons", "userInfo",
+};
+
+static const char *const other_styles[] = {
+    "boardingPass", "coupon", "generic", "storeCard",
+};
+
+/* Field objects: a literal unique "key" and a "value"; "status"/"custom_*" are ours. */
+static int check_fields(loader *ld, json_t *style)
+{
+    json_t *seen = json_object();
+    if (!seen)
+        return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+    int rc = 0;
+    for (size_t a = 0; rc == 0 && a < sizeof field_arrays / sizeof *field_arrays; a++) {
+        json_t *arr = json_object_get(style, field_arrays[a]), *field;
+        size_t i;
+        if (!arr)
+            continue;
+        if (!json_is_array(arr)) {
+            rc = fail(ld, "pass.json", "eventTicket.%s: must be an array of fields "
+                      "(rule: field arrays)", field_arrays[a]);
+            break;
+        }
+        json_array_foreach(arr, i, field) {
+            json_t *key = json_object_get(field, "key");
+            const char *k = json_string_value(key);
+            if (!json_is_object(field) || !k || !*k || strstr(k, "${")) {
+                rc = fail(ld, "pass.json", "eventTicket.%s[%zu]: a field needs a literal "
+                          "non-empty string \"key\" (rule: fields)", field_arrays[a], i);
+            } else if (!json_object_get(field, "value")) {
+                rc = fail(ld, "pass.json", "eventTicket.%s[%zu]: field '%s' has no \"value\" "
+                          "(rule: fields)", field_arrays[a], i, k);
+            } else if (strcmp(k, "status") == 0 || strncmp(k, "custom_", 7) == 0) {
+                rc = fail(ld, "pass.json", "eventTicket.%s[%zu]: field key '%s' is reserved "
+                          "for the pipeline (rule: fields: 'status' and 'custom_*')",
+                          field_arrays[a], i, k);
+            } else if (json_object_get(seen, k)) {
+                rc = fail(ld, "pass.json", "eventTicket.%s[%zu]: duplicate field key '%s' "
+                          "(rule: field keys are unique in a pass)", field_arrays[a], i, k);
+            } else if (json_object_set_new(seen, k, json_true()) != 0) {
+                rc = pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+            }
+            if (rc != 0)
+                break;
+        }
+    }
+    json_decref(seen);
+    return rc;
+}
+
+static int check_skeleton(loader *ld, json_t *root)
+{
+    json_t *fv = json_object_get(root, "formatVersion");
+    if (!json_is_integer(fv) || json_integer_value(fv) != 1)
+        return fail(ld, "pass.json", "formatVersion must be the integer 1 (rule: formatVersion)");
+    static const char *const required[] = {
+        "passTypeIdentifier", "teamIdentifier", "organizationName", "description",
+    };
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++) {
+        const char *s = json_string_value(json_object_get(root, required[i]));
+        if (!s || !*s)
+            return fail(ld, "pass.json", "%s must be a non-empty string (rule: required keys)",
+                        required[i]);
+    }
+    static const char *const colours[] = {"foregroundColor", "backgroundColor", "labelColor"};
+    for (size_t i = 0; i < sizeof colours / sizeof *colours; i++) {
+        json_t *c = json_object_get(root, colours[i]);
+        if (c && !(json_is_string(c) && pm_pass_color_valid(json_string_value(c))))
+            return fail(ld, "pass.json", "%s must be \"rgb(r, g, b)\" with r, g, b in 0..255, "
+                        "found %s%s%s (rule: colours)", colours[i], json_is_string(c) ? "\"" : "",
+                        json_is_string(c) ? json_string_value(c) : "a non-string",
+                        json_is_string(c) ? "\"" : "");
+    }
+    for (size_t i = 0; i < sizeof other_styles / sizeof *other_styles; i++)
+        if (json_object_get(root, other_styles[i]))
+            return fail(ld, "pass.json", "style '%s' found (rule: style: only eventTicket)",
+                        other_styles[i]);
+    for (size_t i = 0; i < sizeof per_pass_keys / sizeof *per_pass_keys; i++)
+        if (json_object_get(root, per_pass_keys[i]))
+            return fail(ld, "pass.json", "'%s' is set per pass by the pipeline "
+                        "(rule: no per-pass keys in a template)", per_pass_keys[i]);
+    json_t *style = json_object_get(root, "eventTicket");
+    if (!json_is_object(style))
+        return fail(ld, "pass.json", "\"eventTicket\" must be an object (rule: style)");
+    if (check_fields(ld, style) != 0)
+        return -1;
+    jpath jp = {{0}, 0};
+    return walk_bindings(ld, &jp, root, 0);
+}
+
+static int parse_pass_json(loader *ld, const loaded_file *f, json_t **out)
+{
+    json_error_t jerr;
+    /* Jansson keeps object keys in insertion order, so the skeleton's order survives. */
+    json_t *root = json_loadb((const char *)f->data, f->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(ld, "pass.json", "invalid JSON at line %d column %d: %s (rule: JSON)",
+                    jerr.line, jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(ld, "pass.json", "must be a JSON object (rule: JSON)");
+    }
+    if (check_skeleton(ld, root) != 0) {
+        json_decref(root);
+        return -1;
+    }
+    *out = root;
+    return 0;
+}
+
+/* ---- hashing ---------------------------------------------------------- */
+
+/* Version: SHA-256 over (name, NUL, 64-bit big-endian length, content) per file. */
+static int hash_version(loader *ld, EVP_MD *sha256, char version[17])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    int ok = ctx && EVP_DigestInit_ex(ctx, sha256, NULL);
+    for (size_t i = 0; ok && i < ld->len; i++) {
+        uint8_t len[8];
+        uint64_t n = ld->files[i].len;
+        for (int k = 7; k >= 0; k--, n >>= 8)
+            len[k] = (uint8_t)n;
+        ok = EVP_DigestUpdate(ctx, ld->files[i].name, strlen(ld->files[i].name) + 1) &&
+             EVP_DigestUpdate(ctx, len, sizeof len) &&
+             EVP_DigestUpdate(ctx, ld->files[i].data, ld->files[i].len);
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        pm_error_set(ld->err, PM_ERR_CRYPTO, "template '%s': SHA-256 failed", ld->id);
+        pm_error_add_openssl(ld->err);
+        return -1;
+    }
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    pm_hex_encode(md, 8, hex);
+    memcpy(version, hex, 17);
+    return 0;
+}
+
+/* Move the static files (all but pass.json) into t, SHA-1 hashing each once. */
+static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
+{
+    t->files = calloc(ld->len ? ld->len : 1, sizeof *t->files);
+    if (!t->files)
+        return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+    for (size_t i = 0; i < ld->len; i++) {
+        loaded_file *f = &ld->files[i];
+        if (strcmp(f->name, "pass.json") == 0)
+            continue;
+        uint8_t md[EVP_MAX_MD_SIZE];
+        unsigned mdlen = 0;
+        if (!EVP_Digest(f->data, f->len, md, &mdlen, sha1, NULL)) {
+            pm_error_set(ld->err, PM_ERR_CRYPTO, "template '%s': %s: SHA-1 failed", ld->id,
+                         f->name);
+            pm_error_add_openssl(ld->err);
+            return -1;
+        }
+        pm_template_file *tf = &t->files[t->files_len++];
+        tf->name = f->name;
+        tf->data = f->data;
+        tf->len = f->len;
+        tf->compressed = ends_with(f->name, ".png");
+        pm_hex_encode(md, mdlen, tf->sha1_hex);
+        f->name = NULL;
+        f->data = NULL;
+    }
+    return 0;
+}
+
+/* ---- one template ----------------------------------------------------- */
+
+static const loaded_file *find_loaded(const loader *ld, const char *name)
+{
+    for (size_t i = 0; i < ld->len; i++)
+        if (strcmp(ld->files[i].name, name) == 0)
+            return &ld->files[i];
+    return NULL;
+}
+
+static int compare_loaded(const void *a, const void *b)
+{
+    return strcmp(((const loaded_file *)a)->name, ((const loaded_file *)b)->name);
+}
+
+static int check_files(loader *ld, json_t **skeleton)
+{
+    static const char *const required[] = {"pass.json", "icon.png", "icon@2x.png"};
+    for (size_t i = 0; i < sizeof required / sizeof *required; i++)
+        if (!find_loaded(ld, required[i]))
+            return fail(ld, required[i], "missing (rule: required files pass.json, icon.png, "
+                        "icon@2x.png)");
+    static const char *const reserved[] = {"manifest.json", "signature"};
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (find_loaded(ld, reserved[i]))
+            return fail(ld, reserved[i], "reserved name (rule: manifest.json and signature "
+                        "are written per pass)");
+    if (parse_pass_json(ld, find_loaded(ld, "pass.json"), skeleton) != 0)
+        return -1;
+    for (size_t i = 0; i < ld->len; i++) {
+        const loaded_file *f = &ld->files[i];
+        if (ends_with(f->name, ".png") && check_png(ld, f) != 0)
+            return -1;
+        if (strchr(f->name, '/') && ends_with(f->name, "/pass.strings") && check_strings(ld, f) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void loader_free(loader *ld)
+{
+    for (size_t i = 0; i < ld->len; i++) {
+        free(ld->files[i].name);
+        free(ld->files[i].data);
+    }
+    free(ld->files);
+}
+
+/* The base name of path, ignoring trailing slashes, into out. */
+static void base_name(const char *path, char *out, size_t outlen)
+{
+    size_t end = strlen(path);
+    while (end > 1 && path[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start > 0 && path[start - 1] != '/')
+        start--;
+    size_t n = end - start < outlen - 1 ? end - start : outlen - 1;
+    memcpy(out, path + start, n);
+    out[n] = '\0';
+}
+
+static int load_one(const char *path, EVP_MD *sha1, EVP_MD *sha256, pm_template **out,
+                    pm_error *err)
+{
+    char id[256];
+    base_name(path, id, sizeof id);
+    loader ld = {id, err, NULL, 0, 0};
+    if (!valid_id(id))
+        return pm_error_set(err, PM_ERR_CONFIG, "template folder '%s': the folder name is the "
+                            "template id and must match [A-Za-z0-9._-]{1,64}", path);
+    int dirfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ELOOP || errno == ENOTDIR
+                   ? fail(&ld, path, "not a folder (rule: a template is a real folder, "
+                          "not a symlink)")
+                   : fail_io(&ld, path, "cannot open folder");
+    pm_template *t = calloc(1, sizeof *t);
+    json_t *skeleton = NULL;
+    int rc = t ? 0 : pm_error_set(err, PM_ERR_NOMEM, "template '%s': out of memory", id);
+    if (rc == 0)
+        rc = read_folder(&ld, dirfd, "");
+    close(dirfd);
+    if (rc == 0) {
+        if (ld.len > 1)
+            qsort(ld.files, ld.len, sizeof *ld.files, compare_loaded);
+        rc = check_files(&ld, &skeleton);
+    }
+    if (rc == 0)
+        rc = hash_version(&ld, sha256, t->version);
+    if (rc == 0 && !(t->id = strdup(id)))
+        rc = pm_error_set(err, PM_ERR_NOMEM, "template '%s': out of memory", id);
+    if (rc == 0)
+        rc = take_files(&ld, sha1, t);
+    loader_free(&ld);
+    if (rc != 0) {
+        json_decref(skeleton);
+        pm_template_destroy(t);
+        return -1;
+    }
+    t->skeleton = skeleton;
+    *out = t;
+    return 0;
+}
+
+/* Fetch the digests once per load call, not once per file. */
+static int fetch_digests(EVP_MD **sha1, EVP_MD **sha256, pm_error *err)
+{
+    *sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
+    *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (*sha1 && *sha256)
+        return 0;
+    EVP_MD_free(*sha1);
+    EVP_MD_free(*sha256);
+    pm_error_set(err, PM_ERR_CRYPTO, "templates: cannot fetch SHA-1/SHA-256");
+    pm_error_add_openssl(err);
+    return -1;
+}
+
+int pm_template_load(const char *path, pm_template **out, pm_error *err)
+{
+    EVP_MD *sha1, *sha256;
+    if (fetch_digests(&sha1, &sha256, err) != 0)
+        return -1;
+    int rc = load_one(path, sha1, sha256, out, err);
+    EVP_MD_free(sha1);
+    EVP_MD_free(sha256);
+    return rc;
+}
+
+void pm_template_destroy(pm_template *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->files_len; i++) {
+        free(t->files[i].name);
+        free(t->files[i].data);
+    }
+    free(t->files);
+    json_decref(t->skeleton);
+    free(t->id);
+    free(t);
+}
+
+/* ---- the set ---------------------------------------------------------- */
+
+static int compare_templates(const void *a, const void *b)
+{
+    return strcmp((*(pm_template *const *)a)->id, (*(pm_template *const *)b)->id);
+}
+
+/* Template folders under dir: sorted names of real sub-folders, hidden ones skipped. */
+static int template_folders(const char *dir, char ***out, size_t *outlen, pm_error *err)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return pm_error_set(err, PM_ERR_IO, "templates: cannot open folder '%s': %s", dir,
+                            strerror(errno));
+    loader ld = {dir, err, NULL, 0, 0};
+    char **names = NULL;
+    size_t len = 0, kept = 0;
+    int rc = list_dir(&ld, d, dir, &names, &len);
+    for (size_t i = 0; i < len; i++) {
+        struct stat st;
+        bool folder = rc == 0 && names[i][0] != '.' &&
+                      fstatat(dirfd(d), names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                      (S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode));
+        if (folder && S_ISLNK(st.st_mode)) {
+            rc = pm_error_set(err, PM_ERR_CONFIG, "templates: '%s/%s' is a symlink (rule: a "
+                              "template is a real folder)", dir, names[i]);
+            folder = false;
+        }
+        if (folder)
+            names[kept++] = names[i];
+        else
+            free(names[i]); /* hidden entries and plain files (a README) are not templates */
+    }
+    closedir(d);
+    if (rc != 0) {
+        free_names(names, kept);
+        return -1;
+    }
+    *out = names;
+    *outlen = kept;
+    return 0;
+}
+
+int pm_template_set_load(const char *dir, pm_template_set **out, pm_error *err)
+{
+    char **names = NULL;
+    size_t len = 0;
+    if (template_folders(dir, &names, &len, err) != 0)
+        return -1;
+    if (len == 0) {
+        free(names);
+        return pm_error_set(err, PM_ERR_CONFIG, "templates: no template folders in '%s'", dir);
+    }
+    EVP_MD *sha1, *sha256;
+    pm_template_set *set = calloc(1, sizeof *set);
+    int rc = set ? 0 : pm_error_set(err, PM_ERR_NOMEM, "templates: out of memory");
+    if (rc == 0 && !(set->items = calloc(len, sizeof *set->items)))
+        rc = pm_error_set(err, PM_ERR_NOMEM, "templates: out of memory");
+    if (rc == 0)
+        rc = fetch_digests(&sha1, &sha256, err);
+    if (rc == 0) {
+        for (size_t i = 0; rc == 0 && i < len; i++) {
+            size_t n = strlen(dir) + strlen(names[i]) + 2;
+            char *path = malloc(n);
+            if (!path) {
+                rc = pm_error_set(err, PM_ERR_NOMEM, "templates: out of memory");
+                break;
+            }
+            snprintf(path, n, "%s/%s", dir, names[i]);
+            rc = load_one(path, sha1, sha256, &set->items[set->len], err);
+            if (rc == 0)
+                set->len++;
+            free(path);
+        }
+        EVP_MD_free(sha1);
+        EVP_MD_free(sha256);
+    }
+    free_names(names, len);
+    if (rc != 0) {
+        pm_template_set_destroy(set);
+        return -1;
+    }
+    qsort(set->items, set->len, sizeof *set->items, compare_templates);
+    *out = set;
+    return 0;
+}
+
+void pm_template_set_destroy(pm_template_set *set)
+{
+    if (!set)
+        return;
+    for (size_t i = 0; i < set->len; i++)
+        pm_template_destroy(set->items[i]);
+    free(set->items);
+    free(set);
+}
+
+const pm_template *pm_template_set_find(const pm_template_set *set, const char *id)
+{
+    size_t lo = 0, hi = set ? set->len : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(id, set->items[mid]->id);
+        if (c == 0)
+            return set->items[mid];
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+size_t pm_template_set_count(const pm_template_set *set)
+{
+    return set ? set->len : 0;
+}
+
+const pm_template *pm_template_set_at(const pm_template_set *set, size_t i)
+{
+    return set && i < set->len ? set->items[i] : NULL;
+}
