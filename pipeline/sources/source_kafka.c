@@ -532,9 +532,15 @@ static int kafka_next(pm_source *base, pm_job *job, pm_error *err)
             continue;
         }
         pm_buf_reset(&job->raw);
-        if (m->len && pm_buf_append(&job->raw, m->payload, m->len) != 0) {
+        /* The payload is librdkafka's until rd_kafka_message_destroy(): copy it
+         * first, and read nothing of m after the destroy. */
+        PM_KAFKA_PAYLOAD_READS_BEGIN();
+        int copied = m->len ? pm_buf_append(&job->raw, m->payload, m->len) : 0;
+        PM_KAFKA_PAYLOAD_READS_END();
+        if (copied != 0) {
+            size_t len = m->len;
             rd_kafka_message_destroy(m);
-            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a %zu-byte message", m->len);
+            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a %zu-byte message", len);
         }
         pthread_mutex_lock(&s->mu);
         part *p = m->partition >= 0 && (size_t)m->partition < s->parts_cap
