@@ -39,10 +39,8 @@
  * the rest of the pipeline cannot represent it), offset within +-14:00.
  * Fractions are accepted and ignored in comparisons.
  *
- * Time zones are checked against the IANA names (zones and links) in
- * $TZDIR/tzdata.zi (TZDIR defaults to /usr/share/zoneinfo, as in glibc),
- * read once by create().  Without tzdata.zi the name is checked strictly and
- * the file $TZDIR/<name> must start with "TZif".
+ * Time zones are checked against the IANA names (zones and links) that
+ * pipeline/core/tzdb.h loads once, in create().
  *
  * Currencies are checked against a compiled-in table of the active ISO 4217
  * alphabetic codes.
@@ -57,10 +55,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/tzdb.h"
 #include "stages/stage.h"
-
-/* Where IANA zone data lives when $TZDIR is not set. */
-#define PM_ZONEINFO_DIR "/usr/share/zoneinfo"
 
 /* Limits the validate stage enforces (see schemas/pass_request.avsc). */
 #define PM_ID_MAX 64                 /* serial_number, template_id, pass group ids */
@@ -74,25 +70,6 @@
 #define PM_METADATA_VALUE_MAX 1024   /* bytes */
 #define PM_BARCODE_MESSAGE_MAX 512   /* bytes */
 #define PM_MONEY_MAX_MICROS 1000000000000000LL /* 10^15 */
-
-/*
- * The set of known IANA time zone names.  Read-only once loaded; lookups are
- * safe from any thread.
- */
-typedef struct pm_tz_set pm_tz_set;
-
-/*
- * Load the zone names under zoneinfo_dir (NULL: $TZDIR or PM_ZONEINFO_DIR).
- * With zoneinfo_dir/tzdata.zi: every "Z name" and "L target alias" line,
- * sorted for binary search.  Without it: lookups check the zone file itself.
- * Fails (PM_ERR_CONFIG) if zoneinfo_dir is not a directory.
- */
-int pm_tz_set_load(const char *zoneinfo_dir, pm_tz_set **out, pm_error *err);
-void pm_tz_set_destroy(pm_tz_set *set);
-/* Is name[0..len) a known zone ("Europe/London", "UTC")? */
-bool pm_tz_set_has(const pm_tz_set *set, const char *name, size_t len);
-/* Number of names loaded from tzdata.zi; 0 in file-lookup fallback mode. */
-size_t pm_tz_set_count(const pm_tz_set *set);
 
 /* Is code[0..len) an active ISO 4217 alphabetic code (uppercase, e.g. "GBP")? */
 bool pm_currency_is_active(const char *code, size_t len);

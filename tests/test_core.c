@@ -1,4 +1,4 @@
-/* Tests for the small core modules: error, buf, config. */
+/* Tests for the small core modules: error, buf, config, tzdb. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -6,6 +6,7 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "core/tzdb.h"
 #include "test_util.h"
 
 Test(buf, append_printf_and_reset_keep_capacity)
@@ -81,6 +82,51 @@ Test(config, unknown_key_and_bad_values_are_errors)
     cr_assert_eq(pm_config_load_file(cfg, path, &e), -1);
     cr_assert(strstr(e.message, ":2:") && strstr(e.message, "bogus.key"), "%s", e.message);
     pm_config_destroy(cfg);
+    pmt_rmrf(dir);
+    free(dir);
+}
+
+Test(tzdb, loads_zones_and_links_from_tzdata_zi)
+{
+    pm_tz_set *tz;
+    pm_error err;
+    cr_assert_eq(pm_tz_set_load(PM_ZONEINFO_DIR, &tz, &err), 0, "%s", err.message);
+    cr_assert_gt(pm_tz_set_count(tz), 400);
+    cr_assert(pm_tz_set_has(tz, "Europe/London", 13));
+    cr_assert(pm_tz_set_has(tz, "GB", 2));              /* link */
+    cr_assert(pm_tz_set_has(tz, "Europe/London!", 13)); /* length-bounded */
+    cr_assert_not(pm_tz_set_has(tz, "Europe/Londo", 12));
+    cr_assert_not(pm_tz_set_has(tz, "Europe/London", 14));
+    cr_assert_not(pm_tz_set_has(tz, "", 0));
+    cr_assert_not(pm_tz_set_has(tz, "Etc", 3));
+    pm_tz_set_destroy(tz);
+
+    cr_assert_eq(pm_tz_set_load("/nonexistent/zoneinfo", &tz, &err), -1);
+    cr_assert_eq(err.code, PM_ERR_CONFIG);
+    cr_assert_null(tz);
+}
+
+Test(tzdb, fallback_checks_tzif_files)
+{
+    char *dir = pmt_tmpdir("core-tz");
+    cr_assert_not_null(dir);
+    cr_assert_eq(pmt_sh("mkdir -p '%s/Test' && cp " PM_ZONEINFO_DIR "/Europe/London '%s/Test/Zone' && "
+                        "printf 'not a zone' > '%s/Test/Text' && printf 'TZif' > '%s/.hidden'",
+                        dir, dir, dir, dir), 0);
+    pm_tz_set *tz;
+    pm_error err;
+    cr_assert_eq(pm_tz_set_load(dir, &tz, &err), 0, "%s", err.message);
+    cr_assert_eq(pm_tz_set_count(tz), 0);
+    cr_assert(pm_tz_set_has(tz, "Test/Zone", 9));
+    cr_assert_not(pm_tz_set_has(tz, "Test/Text", 9));  /* not TZif */
+    cr_assert_not(pm_tz_set_has(tz, "Test", 4));       /* a directory */
+    cr_assert_not(pm_tz_set_has(tz, "Test/Nope", 9));
+    cr_assert_not(pm_tz_set_has(tz, ".hidden", 7));
+    cr_assert_not(pm_tz_set_has(tz, "Test/../Test/Zone", 17));
+    cr_assert_not(pm_tz_set_has(tz, "/Test/Zone", 10));
+    cr_assert_not(pm_tz_set_has(tz, "Test//Zone", 10));
+    cr_assert_not(pm_tz_set_has(tz, "Test/Zone/", 10));
+    pm_tz_set_destroy(tz);
     pmt_rmrf(dir);
     free(dir);
 }
