@@ -9,7 +9,9 @@
  *   - process(), which reads the job fields earlier stages wrote and writes
  *     its own (see pipeline/engine/job.h).  On failure it fills job->err (a reject
  *     for a bad record, another code for a system failure) and returns -1;
- *     the engine then skips the remaining stages for that record.
+ *     the engine then skips the remaining stages for that record.  A stage
+ *     that finds the pass unchanged (fingerprint) sets job->unchanged and
+ *     returns 0: the remaining stages are skipped too.
  * process() must be safe to call concurrently from different workers with
  * different scratch.  Stages never call back into the engine.
  */
@@ -33,6 +35,7 @@ typedef struct pm_stage {
 /* The stages, in pipeline order (stages/<name>.c). */
 extern const pm_stage pm_stage_decode;
 extern const pm_stage pm_stage_validate;
+extern const pm_stage pm_stage_fingerprint;
 extern const pm_stage pm_stage_barcode;
 extern const pm_stage pm_stage_manifest;
 extern const pm_stage pm_stage_sign;

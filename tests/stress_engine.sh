@@ -24,7 +24,7 @@ out=$(cd "$src" && "$bin" run -X input.path="$work/in.jsonl" -X template.dir=con
   -X engine.workers=4 -X engine.queue_size=4 -X engine.progress_ms=0)
 rc=$?
 [ "$rc" -eq 1 ] || fail "exit status $rc, expected 1 (rejects present)"
-[ "$out" = "in=402 passes=400 rejects=2" ] || fail "summary '$out'"
+[ "$out" = "in=402 passes=400 unchanged=0 rejects=2" ] || fail "summary '$out'"
 n=$(find "$work/store/passes" -name '*.pkpass' | wc -l)
 [ "$n" -eq 400 ] || fail "$n passes in the store"
 n=$(wc -l < "$work/rejects.jsonl")

@@ -39,7 +39,7 @@ out=$(cd "$src" && "$bin" run -X input.type=kafka -X kafka.brokers="$bs" -X kafk
   -X engine.workers=4 -X engine.queue_size=4 -X engine.progress_ms=0 2>"$work/run.err")
 rc=$?
 [ "$rc" -eq 1 ] || fail "exit status $rc, expected 1 (a reject); stderr: $(tail -20 "$work/run.err")"
-[ "$out" = "in=401 passes=400 rejects=1" ] || fail "summary '$out'"
+[ "$out" = "in=401 passes=400 unchanged=0 rejects=1" ] || fail "summary '$out'"
 n=$(find "$work/store/passes" -name '*.pkpass' | wc -l)
 [ "$n" -eq 400 ] || fail "$n passes in the store"
 echo "1 passed, 0 failed"

@@ -332,11 +332,11 @@ static char *run_output(kt *t, const char *tag, const char *ext)
     return s ? s : strdup("");
 }
 
-/* "in=N passes=P rejects=R" -> numbers; returns 0 when the line is there. */
+/* "in=N passes=P unchanged=0 rejects=R" -> numbers; returns 0 when the line is there. */
 static int parse_summary(const char *out, long *in, long *passes, long *rejects)
 {
     const char *s = strstr(out, "in=");
-    return s && sscanf(s, "in=%ld passes=%ld rejects=%ld", in, passes, rejects) == 3 ? 0 : -1;
+    return s && sscanf(s, "in=%ld passes=%ld unchanged=0 rejects=%ld", in, passes, rejects) == 3 ? 0 : -1;
 }
 
 /* ---- store checks ---- */
@@ -478,7 +478,7 @@ Test(kafka, end_to_end_passes_results_and_dead_letters, .timeout = 120)
     int status = run_wait(pid);
     char *out = run_output(&t, "run", "out"), *err = run_output(&t, "run", "err");
     cr_assert_eq(status, 1, "exit 1 = finished with rejects; stderr: %s", err);
-    cr_assert_str_eq(out, "in=304 passes=300 rejects=4\n");
+    cr_assert_str_eq(out, "in=304 passes=300 unchanged=0 rejects=4\n");
     free(out);
     free(err);
 
@@ -544,7 +544,7 @@ Test(kafka, json_values_and_bad_json_lines, .timeout = 120)
     int status = run_wait(run_start(&t, "run.conf", "run"));
     char *out = run_output(&t, "run", "out");
     cr_assert_eq(status, 1);
-    cr_assert_str_eq(out, "in=102 passes=100 rejects=2\n");
+    cr_assert_str_eq(out, "in=102 passes=100 unchanged=0 rejects=2\n");
     free(out);
     assert_store_complete_and_verified(&t);
     assert_committed_at_end(&t);

@@ -61,7 +61,7 @@ Test(pipeline, every_pass_signed_verified_and_hashed)
     cr_assert_eq(pmt_sh("'%s' sample --count 120 --seed 3 > '%s/in.jsonl'", pmt_passmill(), work), 0);
     char *summary;
     cr_assert_eq(run(&summary, NULL), 0, "summary: %s", summary);
-    cr_assert_str_eq(summary, "in=120 passes=120 rejects=0");
+    cr_assert_str_eq(summary, "in=120 passes=120 unchanged=0 rejects=0");
     free(summary);
 
     /* passmill's own verifier, chain checked against the dev CA. */
@@ -154,7 +154,7 @@ Test(pipeline, hostile_records_are_rejected_with_code_and_field_and_nothing_is_l
     cr_assert_eq(status, 1, "exit 1 when something was rejected (%s)", summary);
     char expect[128];
     /* 10 distinct good records (some repeated serials are fine: same pass) */
-    snprintf(expect, sizeof expect, "in=%zu passes=%zu rejects=%zu", 2 * n_hostile + 1, n_hostile,
+    snprintf(expect, sizeof expect, "in=%zu passes=%zu unchanged=0 rejects=%zu", 2 * n_hostile + 1, n_hostile,
              n_hostile + 1);
     cr_assert_str_eq(summary, expect);
     free(summary);

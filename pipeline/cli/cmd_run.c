@@ -12,6 +12,7 @@
 #include "engine/context.h"
 #include "engine/engine.h"
 #include "outcomes/outcome.h"
+#include "registry/registry.h"
 #include "sources/source.h"
 #include "stores/store.h"
 
@@ -23,9 +24,11 @@ static void usage(FILE *out)
             "Reads pass requests from the configured source (a JSON Lines or Avro file, or\n"
             "Kafka), validates each, renders its barcode and QR image, builds and signs the\n"
             "pass, and writes passes/<serial>.pkpass and qr/<serial>.png to the store.\n"
-            "Every record ends as one pass (results ledger) or one reject (rejects file).\n"
-            "Prints progress on stderr and one line on stdout at the end:\n"
-            "  in=N passes=P rejects=R            (plus failed=F when records failed)\n"
+            "Every record ends as one pass, one unchanged (the registry already holds that\n"
+            "exact pass: nothing is rebuilt) or one reject; with a registry (registry.path or\n"
+            "registry.url) each is recorded there before it counts.  Prints progress on\n"
+            "stderr and one line on stdout at the end:\n"
+            "  in=N passes=P unchanged=U rejects=R   (plus failed=F when records failed)\n"
             "\n"
             "options:\n"
             "  -c, --config FILE   configuration file (key = value lines)\n"
@@ -108,6 +111,10 @@ int cmd_run(int argc, char **argv)
     pm_store *store = NULL;
     pm_outcome *outcomes[2] = {NULL, NULL};
     size_t n_outcomes = 0;
+    pm_registry *registry = NULL;
+    char run_id[PM_RUN_ID_LEN + 1];
+    bool run_begun = false;
+    pm_registry_run_id(run_id);
     if (!cfg) {
         fprintf(stderr, "passmill run: out of memory\n");
         status = PM_EXIT_FAILURE;
@@ -124,6 +131,9 @@ int cmd_run(int argc, char **argv)
 
     if (pm_context_create(cfg, &ctx, &err) != 0)
         goto config_error;
+    if (pm_registry_open(cfg, &registry, &err) != 0)
+        goto config_error;
+    ctx->registry = registry;
     if (pm_store_open(cfg, &store, &err) != 0)
         goto runtime_error;
     if (pm_outcome_files_open(cfg->ledger_path, cfg->rejects_path, &outcomes[n_outcomes], &err) != 0)
@@ -137,10 +147,17 @@ int cmd_run(int argc, char **argv)
     if (pm_source_open(cfg, &source, &err) != 0)
         goto runtime_error;
 
+    if (registry) {
+        if (registry->ops->begin_run(registry, run_id, "run", &err) != 0)
+            goto runtime_error;
+        run_begun = true;
+        fprintf(stderr, "passmill: run %s\n", run_id);
+    }
     pm_engine_opts opts = {
         .workers = cfg->workers ? (unsigned)cfg->workers : online_cpus(),
         .queue_size = cfg->queue_size ? (unsigned)cfg->queue_size : 1,
         .progress_ms = (unsigned)cfg->progress_ms,
+        .run_id = run_id,
     };
     running_source = source;
     struct sigaction sa = {0};
@@ -151,14 +168,24 @@ int cmd_run(int argc, char **argv)
 
     pm_run_stats stats;
     int rc = pm_engine_run(ctx, source, store, outcomes, n_outcomes, &opts, &stats, &err);
+    printf("in=%llu passes=%llu unchanged=%llu rejects=%llu", (unsigned long long)stats.in,
+           (unsigned long long)stats.passes, (unsigned long long)stats.unchanged,
+           (unsigned long long)stats.rejects);
     if (stats.failed)
-        printf("in=%llu passes=%llu rejects=%llu failed=%llu\n", (unsigned long long)stats.in,
-               (unsigned long long)stats.passes, (unsigned long long)stats.rejects,
-               (unsigned long long)stats.failed);
-    else
-        printf("in=%llu passes=%llu rejects=%llu\n", (unsigned long long)stats.in,
-               (unsigned long long)stats.passes, (unsigned long long)stats.rejects);
+        printf(" failed=%llu", (unsigned long long)stats.failed);
+    printf("\n");
     fflush(stdout);
+    if (run_begun) {
+        const uint64_t counts[PM_OUTCOME_COUNT] = {
+            [PM_OUTCOME_PASS] = stats.passes, [PM_OUTCOME_UNCHANGED] = stats.unchanged,
+            [PM_OUTCOME_REJECT] = stats.rejects, [PM_OUTCOME_FAILED] = stats.failed,
+        };
+        pm_error rerr;
+        if (registry->ops->end_run(registry, run_id, counts, &rerr) != 0 && rc == 0) {
+            err = rerr;
+            rc = -1;
+        }
+    }
     fprintf(stderr, "passmill: %.2fs, %.0f passes/s with %u workers\n", stats.seconds,
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0, opts.workers);
     if (rc != 0) {
@@ -183,6 +210,7 @@ out:
         pm_outcome_close(outcomes[i]);
     pm_store_close(store);
     pm_context_destroy(ctx);
+    pm_registry_close(registry); /* after the context: its stages' readers are closed */
     pm_config_destroy(cfg);
 out_args:
     for (size_t i = 0; i < 3; i++)

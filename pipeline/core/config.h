@@ -52,6 +52,12 @@ typedef struct pm_config {
     char *rejects_path;       /* JSON Lines rejects file */
     char *ledger_path;        /* zstd JSON Lines results ledger */
 
+    /* registry */
+    char *registry_path;      /* SQLite file; "" = none unless registry_url */
+    char *registry_url;       /* PostgreSQL conninfo, no password */
+    char *registry_password_env;
+    char *registry_password_file;
+
     /* engine */
     int64_t workers;          /* 0 = number of online CPUs */
     int64_t queue_size;       /* jobs in flight between source and workers */

@@ -16,6 +16,7 @@
 
 struct pm_template_set;
 struct pm_identity;
+struct pm_registry;
 
 typedef struct pm_context {
     const pm_config *config;                /* borrowed */
@@ -24,6 +25,8 @@ typedef struct pm_context {
     uint8_t barcode_key[64];                /* HMAC key for "autogenerate" */
     size_t barcode_key_len;                 /* 0: "autogenerate" fails as a config error */
     int64_t fixed_now;                      /* -1: real clock; else unix seconds */
+    struct pm_registry *registry;           /* borrowed; NULL = none.  Set by the command before
+                                               the run; thread-safe for readers (registry.h) */
 } pm_context;
 
 /*

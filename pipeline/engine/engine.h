@@ -5,7 +5,9 @@
  * hands them to a pool of workers (pipeline/engine/pool.h) that run every stage
  * in order with their own per-worker scratch, store the artefacts, and
  * report one outcome per record.  Invariant, checked at the end:
- *   in == passes + rejects + failed.
+ *   in == passes + unchanged + rejects + failed.
+ * `unchanged` counts records whose pass the registry already holds exactly
+ * (nothing rendered, signed or stored).
  * `failed` counts records the system could not finish (store down, crypto
  * error); they are reported to the source as not durable (not committed)
  * and make the run fail.
@@ -24,6 +26,7 @@
 typedef struct pm_run_stats {
     uint64_t in;
     uint64_t passes;
+    uint64_t unchanged;
     uint64_t rejects;
     uint64_t failed;
     double seconds;
@@ -33,10 +36,14 @@ typedef struct pm_engine_opts {
     unsigned workers;          /* >= 1 */
     unsigned queue_size;       /* >= 1 */
     unsigned progress_ms;      /* 0 = no progress lines */
+    const char *run_id;        /* recorded with every registry row; NULL = "" */
 } pm_engine_opts;
 
 /*
- * Run until the source ends (or is stopped).  Everything is borrowed.
+ * Run until the source ends (or is stopped).  Everything is borrowed.  With
+ * ctx->registry set, every finished batch is written to it (one transaction)
+ * before any record of the batch is reported; a store, registry or outcome
+ * that cannot record stops the run (the rest ends as failed).
  * Returns 0 when the run completed (rejects allowed), -1 on a fatal error
  * (source error, or records failed); stats are filled either way.
  */

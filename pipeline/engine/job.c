@@ -30,7 +30,10 @@ void pm_job_reset(pm_job *job)
     pm_buf_reset(&job->signature);
     pm_buf_reset(&job->pkpass);
     memset(job->pkpass_sha256, 0, sizeof job->pkpass_sha256);
+    job->content_hash[0] = job->auth_token[0] = job->prior_sha256[0] = '\0';
+    job->unchanged = false;
     pm_error_clear(&job->err);
+    job->outcome = PM_OUTCOME_PASS;
 }
 
 void pm_job_free(pm_job *job)

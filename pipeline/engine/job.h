@@ -10,15 +10,17 @@
  *   source    : format, raw, origin, source_ref
  *   decode    : record, serial
  *   validate  : tmpl, status
+ *   fingerprint: content_hash, auth_token, unchanged, prior_sha256
  *   barcode   : barcode_message, barcodes, qr_png
  *   manifest  : pass_json, manifest_json
  *   sign      : signature
  *   bundle    : pkpass, pkpass_sha256
- *   engine    : seq, err, now
+ *   engine    : seq, err, now, outcome
  */
 #ifndef PM_JOB_H
 #define PM_JOB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -34,6 +36,18 @@ typedef enum pm_input_format {
     PM_INPUT_AVRO,       /* Avro binary datum written with schemas/pass_request.avsc */
     PM_INPUT_CONFLUENT   /* magic 0, 4-byte big-endian schema id, Avro binary datum */
 } pm_input_format;
+
+/* How a record ended (one of these per record that entered). */
+typedef enum pm_outcome_kind {
+    PM_OUTCOME_PASS = 0,    /* a pass was made and stored */
+    PM_OUTCOME_UNCHANGED,   /* the registry already holds this exact pass */
+    PM_OUTCOME_REJECT,      /* a bad record: job->err says why */
+    PM_OUTCOME_FAILED,      /* the system could not finish it: job->err says why */
+    PM_OUTCOME_COUNT
+} pm_outcome_kind;
+
+#define PM_AUTH_TOKEN_LEN 32   /* hex digits of an authenticationToken */
+#define PM_RUN_ID_LEN 25       /* "20261201T214500Z-1a2b3c4d" */
 
 /* Where a record came from, for rejects, results and commits. */
 typedef struct pm_origin {
@@ -57,6 +71,11 @@ typedef struct pm_job {
     const struct pm_template *tmpl; /* validate: the record's template (borrowed) */
     const char *status;           /* validate: "active", "voided", "expired", "redeemed" */
 
+    char content_hash[65];        /* fingerprint: hex SHA-256, see registry.h */
+    char auth_token[PM_AUTH_TOKEN_LEN + 1]; /* fingerprint: the pass's token ("" without registry) */
+    char prior_sha256[65];        /* fingerprint: the registry's .pkpass sha256 when unchanged */
+    bool unchanged;               /* fingerprint: the registry holds this exact pass; stop here */
+
     pm_buf barcode_message;       /* barcode: final message (autogenerate resolved) */
     json_t *barcodes;             /* barcode: owned JSON object merged into pass.json:
                                      {"barcodes": [...], "barcode": {...} (legacy, absent for CODE128)} */
@@ -69,6 +88,7 @@ typedef struct pm_job {
     uint8_t pkpass_sha256[32];    /* bundle */
 
     pm_error err;                 /* outcome when a stage fails */
+    pm_outcome_kind outcome;      /* engine: how the record ended, set before reporting */
 } pm_job;
 
 void pm_job_init(pm_job *job);

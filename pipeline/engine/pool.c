@@ -6,8 +6,9 @@
 
 #include "stages/stage.h"
 
+/* decode runs on the engine's source thread (engine.c: per-serial order). */
 const pm_stage *const pm_pipeline_stages[] = {
-    &pm_stage_decode, &pm_stage_validate, &pm_stage_barcode,
+    &pm_stage_validate, &pm_stage_fingerprint, &pm_stage_barcode,
     &pm_stage_manifest, &pm_stage_sign, &pm_stage_bundle,
 };
 const size_t pm_pipeline_stages_len = sizeof pm_pipeline_stages / sizeof pm_pipeline_stages[0];
@@ -32,7 +33,9 @@ struct pm_pool {
 
 static void run_stages(pm_pool *p, worker *w, pm_job *job)
 {
-    for (size_t i = 0; i < p->n_stages; i++) {
+    if (job->err.code != PM_OK) /* failed before the pool (decode) */
+        return;
+    for (size_t i = 0; i < p->n_stages && !job->unchanged; i++) {
         if (p->stages[i]->process(p->states[i], w->scratch[i], job) != 0) {
             if (job->err.code == PM_OK) /* a stage forgot to say why */
                 pm_error_set(&job->err, PM_ERR_INTERNAL, "stage %s failed without an error",

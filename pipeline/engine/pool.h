@@ -5,7 +5,9 @@
  * per worker thread, each stage's scratch (stage->worker_create), so the
  * hot path shares nothing mutable between workers.  Workers take jobs from
  * an input queue, run the stages in order until one fails (job->err says
- * how), and hand the job to `finish` on the same thread.  A NULL job in the
+ * how) or finds the pass unchanged (job->unchanged), and hand the job to
+ * `finish` on the same thread.  A job that arrives with job->err set runs
+ * no stage.  A NULL job in the
  * queue stops one worker.
  */
 #ifndef PM_POOL_H
@@ -37,7 +39,7 @@ int pm_pool_start(const pm_context *ctx, const struct pm_stage *const *stages, s
 void pm_pool_stop(pm_pool *pool);
 unsigned pm_pool_workers(const pm_pool *pool);
 
-/* The standard stage chain, decode .. bundle. */
+/* The workers' stage chain, validate .. bundle (decode runs before, see engine.c). */
 extern const struct pm_stage *const pm_pipeline_stages[];
 extern const size_t pm_pipeline_stages_len;
 

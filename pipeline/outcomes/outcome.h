@@ -9,7 +9,8 @@
  * worker threads concurrently; implementations serialise as they need.
  *
  * A result (one per outcome) is a JSON object:
- *   {"serial", "action", "status", "keys": {"pkpass", "qr"}, "sha256",
+ *   {"serial", "outcome" ("pass" or "unchanged"), "action", "status",
+ *    "keys": {"pkpass", "qr"}, "sha256",
  *    "template_id", "template_version", "urls"?, "metadata"?, "origin"}
  * A reject line: {"serial", "code", "field", "reason", "origin", "record"}
  * where "record" is the original input (a JSON object for JSON input, the

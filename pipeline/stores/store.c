@@ -1,6 +1,7 @@
 /* store.c - picking a store implementation, and the key rules they share. */
 #include "stores/store.h"
 
+#include <stdio.h>
 #include <string.h>
 
 bool pm_store_key_valid(const char *key)
@@ -36,4 +37,10 @@ void pm_store_close(pm_store *s)
 {
     if (s)
         s->ops->close(s);
+}
+
+void pm_store_pass_keys(const char *serial, char *pkpass, size_t plen, char *qr, size_t qlen)
+{
+    snprintf(pkpass, plen, "passes/%s.pkpass", serial);
+    snprintf(qr, qlen, "qr/%s.png", serial);
 }

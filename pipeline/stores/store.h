@@ -65,6 +65,9 @@ void pm_store_close(pm_store *s);
 
 bool pm_store_key_valid(const char *key);
 
+/* The keys of a pass's objects: "passes/<serial>.pkpass" and "qr/<serial>.png". */
+void pm_store_pass_keys(const char *serial, char *pkpass, size_t plen, char *qr, size_t qlen);
+
 /* Constructors, used by pm_store_open and tests. */
 int pm_store_local_open(const char *root, bool fsync_objects, pm_store **out, pm_error *err);
 int pm_store_s3_open(const pm_config *cfg, pm_store **out, pm_error *err);

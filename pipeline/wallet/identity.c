@@ -304,6 +304,38 @@ static char *subject_entry(X509 *cert, int nid)
     return out;
 }
 
+/* "2026-12-01 21:45:00 UTC" for an ASN1_TIME. */
+static void asn1_time_text(const ASN1_TIME *t, char *out, size_t outlen)
+{
+    struct tm tm;
+    if (ASN1_TIME_to_tm(t, &tm) == 1)
+        strftime(out, outlen, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    else
+        snprintf(out, outlen, "(unreadable time)");
+}
+
+/*
+ * A signer outside its validity would fail every record one by one; refuse
+ * it at start instead.  Checked against the real clock (Wallet checks the
+ * signature when the pass is added), not a fixed --now.
+ */
+static int check_validity(X509 *cert, const char *certsrc, pm_error *err)
+{
+    const ASN1_TIME *nb = X509_get0_notBefore(cert), *na = X509_get0_notAfter(cert);
+    char from[40], until[40];
+    asn1_time_text(nb, from, sizeof from);
+    asn1_time_text(na, until, sizeof until);
+    if (X509_cmp_current_time(nb) > 0)
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "certificate '%s' is not valid yet: valid from %s until %s",
+                            certsrc, from, until);
+    if (X509_cmp_current_time(na) < 0)
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "certificate '%s' has expired: valid from %s until %s", certsrc,
+                            from, until);
+    return 0;
+}
+
 static int check_identity(const pm_config *cfg, pm_identity *id, pm_error *err)
 {
     const char *certsrc = cfg->sign_p12[0] ? cfg->sign_p12 : cfg->sign_cert;
@@ -328,6 +360,11 @@ static int check_identity(const pm_config *cfg, pm_identity *id, pm_error *err)
         return pm_error_set(err, PM_ERR_CONFIG,
                             "no intermediate certificate: set sign.chain to the WWDR certificate "
                             "(Wallet refuses passes whose signature lacks it)");
+    if (check_validity(id->cert, certsrc, err) != 0)
+        return -1;
+    unsigned int mdlen = 0;
+    if (X509_digest(id->cert, EVP_sha256(), id->cert_sha256, &mdlen) != 1 || mdlen != 32)
+        return crypto_error(err, "sign.cert", certsrc, "cannot hash the certificate");
     return 0;
 }
 

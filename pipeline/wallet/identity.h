@@ -14,6 +14,8 @@
 #ifndef PM_IDENTITY_H
 #define PM_IDENTITY_H
 
+#include <stdint.h>
+
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -26,8 +28,15 @@ typedef struct pm_identity {
     STACK_OF(X509) *chain;   /* intermediates to embed (WWDR) */
     char *pass_type_id;      /* from the certificate subject UID */
     char *team_id;           /* from the certificate subject OU */
+    uint8_t cert_sha256[32]; /* SHA-256 of the signer certificate (DER), for content hashes */
 } pm_identity;
 
+/*
+ * Load the signing identity cfg names and check it: the key matches the
+ * certificate, the subject has UID (pass type id) and OU (team id), a WWDR
+ * intermediate is given, and the certificate is valid now (else
+ * PM_ERR_CONFIG naming its validity dates).
+ */
 int pm_identity_load(const pm_config *cfg, pm_identity **out, pm_error *err);
 void pm_identity_destroy(pm_identity *id);
 

@@ -1,0 +1,138 @@
+/*
+ * registry.c - what both registry backends share: opening by
+ * configuration, run ids, authentication tokens and content hashes.
+ */
+#include "registry/registry.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "core/buf.h"
+
+/*
+ * The PostgreSQL password: the environment variable registry.password_env,
+ * else the first line of registry.password_file, else none (libpq may still
+ * find one in ~/.pgpass).  Never a config value, never argv.
+ */
+static int registry_password(const pm_config *cfg, char *out, size_t cap, pm_error *err)
+{
+    out[0] = '\0';
+    const char *env = cfg->registry_password_env[0] ? getenv(cfg->registry_password_env) : NULL;
+    if (env && *env) {
+        if (strlen(env) >= cap)
+            return pm_error_set(err, PM_ERR_CONFIG, "the registry password in $%s is too long",
+                                cfg->registry_password_env);
+        snprintf(out, cap, "%s", env);
+        return 0;
+    }
+    if (!cfg->registry_password_file[0])
+        return 0;
+    FILE *f = fopen(cfg->registry_password_file, "r");
+    if (!f)
+        return pm_error_set(err, PM_ERR_CONFIG, "registry.password_file '%s': %s",
+                            cfg->registry_password_file, strerror(errno));
+    if (!fgets(out, (int)cap, f))
+        out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
+int pm_registry_open(const pm_config *cfg, pm_registry **out, pm_error *err)
+{
+    *out = NULL;
+    if (cfg->registry_url[0] && cfg->registry_path[0])
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "registry.url and registry.path are both set: choose one registry");
+    if (cfg->registry_url[0]) {
+        char password[1024];
+        if (registry_password(cfg, password, sizeof password, err) != 0)
+            return -1;
+        int rc = pm_registry_pg_open(cfg->registry_url, password, out, err);
+        OPENSSL_cleanse(password, sizeof password);
+        return rc;
+    }
+    if (cfg->registry_path[0])
+        return pm_registry_sqlite_open(cfg->registry_path, out, err);
+    return 0;
+}
+
+void pm_registry_close(pm_registry *r)
+{
+    if (r)
+        r->ops->close(r);
+}
+
+void pm_registry_run_id(char out[PM_RUN_ID_LEN + 1])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    unsigned char rnd[4] = {0};
+    if (RAND_bytes(rnd, sizeof rnd) != 1) /* still unique enough with the time */
+        memset(rnd, 0, sizeof rnd);
+    char hex[9];
+    pm_hex_encode(rnd, sizeof rnd, hex);
+    char stamp[17];
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    snprintf(out, PM_RUN_ID_LEN + 1, "%s-%s", stamp, hex);
+}
+
+int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err)
+{
+    unsigned char rnd[PM_AUTH_TOKEN_LEN / 2];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return pm_error_set(err, PM_ERR_CRYPTO, "no random bytes for an authenticationToken");
+    pm_hex_encode(rnd, sizeof rnd, out);
+    OPENSSL_cleanse(rnd, sizeof rnd);
+    return 0;
+}
+
+int pm_registry_content_hash(const json_t *record, const char *status,
+                             const char *template_version, const uint8_t signer_sha256[32],
+                             char out[65], pm_error *err)
+{
+    /* The action says what to do, not what the pass is: an ISSUE and an
+     * UPDATE of the same content make the same pass. */
+    json_t *copy = json_copy((json_t *)record);
+    if (!copy)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+    json_object_del(copy, "action");
+    char *text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    json_decref(copy);
+    if (!text)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+    uint8_t md[32];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    /* NUL separators: no concatenation of two parts can look like another. */
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, text, strlen(text) + 1) == 1 &&
+             EVP_DigestUpdate(c, status, strlen(status) + 1) == 1 &&
+             EVP_DigestUpdate(c, template_version, strlen(template_version) + 1) == 1 &&
+             EVP_DigestUpdate(c, signer_sha256, 32) == 1 &&
+             EVP_DigestFinal_ex(c, md, &mdlen) == 1;
+    EVP_MD_CTX_free(c);
+    free(text);
+    if (!ok)
+        return pm_error_set(err, PM_ERR_CRYPTO, "SHA-256 failed for a content hash");
+    pm_hex_encode(md, sizeof md, out);
+    return 0;
+}
+
+const char *pm_outcome_kind_name(pm_outcome_kind k)
+{
+    switch (k) {
+    case PM_OUTCOME_PASS: return "pass";
+    case PM_OUTCOME_UNCHANGED: return "unchanged";
+    case PM_OUTCOME_REJECT: return "reject";
+    case PM_OUTCOME_FAILED: return "failed";
+    default: return "?";
+    }
+}

@@ -1,0 +1,156 @@
+/*
+ * registry.h - every pass passmill issued, and what happened to each record.
+ *
+ * The registry is the record of the factory: one row per pass (its request,
+ * template version, status, content hash, object keys, the .pkpass sha256,
+ * its authenticationToken and a monotonic update tag), one row per outcome
+ * of every run (results), one row per reject or failure, one row per run.
+ * Schema and columns: docs/registry.md.
+ *
+ * Two backends behind one ops table: SQLite (registry_sqlite.c: one file,
+ * WAL, the embedded default) and PostgreSQL (registry_pg.c: several
+ * processes share it).  Both keep the same schema and a schema version; an
+ * older schema is migrated when opened, a newer one is refused.
+ *
+ * Threads.  A pm_registry is opened once by the main thread.  Writes
+ * (begin_run, apply, end_run) come from one thread at a time: the engine's
+ * durability thread.  Reads come from worker threads, each through its own
+ * pm_registry_reader (reader_open/reader_close), so no handle is shared
+ * between threads.
+ *
+ * Durability.  apply() writes one batch of finished records in one
+ * transaction and returns only once it is committed (synchronous commit):
+ * a record is done when its artefacts are durable in the store and its
+ * batch's apply() returned 0.
+ */
+#ifndef PM_REGISTRY_H
+#define PM_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "engine/job.h"
+
+/* Bump with every schema change; registry_*.c migrate older versions. */
+#define PM_REGISTRY_SCHEMA_VERSION 1
+
+typedef struct pm_registry pm_registry;
+typedef struct pm_registry_reader pm_registry_reader;
+
+/* One pass as the registry holds it (what the pipeline needs of it). */
+typedef struct pm_registry_pass {
+    char status[16];               /* "active", "voided", "expired", "redeemed" */
+    char content_hash[65];         /* hex SHA-256, see pm_registry_content_hash() */
+    char pkpass_sha256[65];        /* hex */
+    char auth_token[PM_AUTH_TOKEN_LEN + 1];
+    int64_t update_tag;
+    json_t *record;                /* owned by the caller once returned; may be NULL */
+} pm_registry_pass;
+
+/* Filters for queries; NULL / 0 members do not filter. */
+typedef struct pm_registry_filter {
+    const char *event_id;
+    const char *group_id;
+    const char *run_id;
+    int64_t since;                 /* unix seconds; 0 = any time */
+} pm_registry_filter;
+
+/* Counts by status (passes) for `passmill stats`. */
+typedef struct pm_registry_stats {
+    uint64_t active, voided, expired, redeemed;
+    uint64_t rejects;              /* reject/failure rows matching the filter */
+} pm_registry_stats;
+
+/* Called once per exported row; a non-zero return stops the export. */
+typedef int (*pm_registry_row_fn)(void *arg, json_t *row);
+
+typedef struct pm_registry_ops {
+    const char *name;
+    /* A run starts: its row in runs(run_id, started, command). */
+    int (*begin_run)(pm_registry *r, const char *run_id, const char *command, pm_error *err);
+    /*
+     * One batch of finished jobs in one transaction.  Per job, by
+     * job->outcome: PM_OUTCOME_PASS upserts the pass row (a new update tag,
+     * its pass groups) and adds a results row; PM_OUTCOME_UNCHANGED adds a
+     * results row only; PM_OUTCOME_REJECT and PM_OUTCOME_FAILED add a
+     * rejects row.  Returns once committed; on error nothing of the batch is.
+     */
+    int (*apply)(pm_registry *r, const char *run_id, pm_job *const *jobs, size_t n, pm_error *err);
+    /* The run's counts and end time. */
+    int (*end_run)(pm_registry *r, const char *run_id, const uint64_t counts[PM_OUTCOME_COUNT],
+                   pm_error *err);
+
+    /* A reader for one thread; closed with reader_close. */
+    int (*reader_open)(pm_registry *r, pm_registry_reader **out, pm_error *err);
+    void (*reader_close)(pm_registry_reader *rd);
+    /* 1 found (out filled), 0 not found, -1 error. */
+    int (*lookup)(pm_registry_reader *rd, const char *serial, bool with_record,
+                  pm_registry_pass *out, pm_error *err);
+
+    /* `passmill show`: the whole row as JSON (new reference), NULL + err->code
+     * PM_OK when not found, NULL + error otherwise. */
+    json_t *(*show)(pm_registry *r, const char *serial, pm_error *err);
+    int (*stats)(pm_registry *r, const pm_registry_filter *f, pm_registry_stats *out, pm_error *err);
+    /* `passmill export`: results then rejects matching f, oldest first. */
+    int (*export_rows)(pm_registry *r, const pm_registry_filter *f, pm_registry_row_fn fn,
+                       void *arg, pm_error *err);
+    void (*close)(pm_registry *r);
+} pm_registry_ops;
+
+struct pm_registry {
+    const pm_registry_ops *ops;
+};
+
+/* A reader starts with its backend's ops, so it can be used and closed alone. */
+struct pm_registry_reader {
+    const pm_registry_ops *ops;
+};
+
+static inline int pm_registry_lookup(pm_registry_reader *rd, const char *serial, bool with_record,
+                                     pm_registry_pass *out, pm_error *err)
+{
+    return rd->ops->lookup(rd, serial, with_record, out, err);
+}
+
+static inline void pm_registry_reader_close(pm_registry_reader *rd)
+{
+    if (rd)
+        rd->ops->reader_close(rd);
+}
+
+/*
+ * Open the registry cfg names: registry.url (postgresql://..., password
+ * from registry.password_env / registry.password_file) or registry.path
+ * (SQLite).  *out = NULL and 0 when neither is set (no registry).
+ */
+int pm_registry_open(const pm_config *cfg, pm_registry **out, pm_error *err);
+void pm_registry_close(pm_registry *r);
+
+int pm_registry_sqlite_open(const char *path, pm_registry **out, pm_error *err);
+int pm_registry_pg_open(const char *conninfo, const char *password, pm_registry **out,
+                        pm_error *err);
+
+/* A new run id: UTC time and 8 random hex digits, "20261201T214500Z-1a2b3c4d". */
+void pm_registry_run_id(char out[PM_RUN_ID_LEN + 1]);
+/* A new authenticationToken: 32 random hex digits (Apple: at least 16 characters). */
+int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
+
+/*
+ * The content hash: hex SHA-256 of everything that decides the pass bytes
+ * except the signing time: the normalized record without its "action"
+ * (keys sorted, compact), the status, the template version and the signer
+ * certificate's SHA-256.  Two requests with the same hash make the same pass.
+ */
+int pm_registry_content_hash(const json_t *record, const char *status,
+                             const char *template_version, const uint8_t signer_sha256[32],
+                             char out[65], pm_error *err);
+
+/* The status of a job's outcome, as stored: "pass", "unchanged", "reject", "failed". */
+const char *pm_outcome_kind_name(pm_outcome_kind k);
+
+#endif
