@@ -20,5 +20,9 @@ int cmd_sample(int argc, char **argv);     /* cmd_sample.c */
 int cmd_verify(int argc, char **argv);     /* cmd_verify.c */
 int cmd_devbroker(int argc, char **argv);  /* cmd_kafka.c */
 int cmd_produce(int argc, char **argv);    /* cmd_kafka.c */
+int cmd_show(int argc, char **argv);       /* cmd_registry.c */
+int cmd_stats(int argc, char **argv);      /* cmd_registry.c */
+int cmd_export(int argc, char **argv);     /* cmd_registry.c */
+int cmd_url(int argc, char **argv);        /* cmd_registry.c */
 
 #endif

@@ -17,6 +17,10 @@ static const command commands[] = {
     {"sample", cmd_sample, "write realistic sample pass requests (JSON Lines or Avro)"},
     {"identity", cmd_identity, "create a development signing identity (CA, WWDR, signer)"},
     {"verify", cmd_verify, "check .pkpass files against every rule Wallet applies"},
+    {"show", cmd_show, "print one pass as the registry holds it (JSON)"},
+    {"stats", cmd_stats, "count the registry's passes by status"},
+    {"export", cmd_export, "stream the registry's results and rejects as JSON Lines"},
+    {"url", cmd_url, "print a fresh download URL of a pass and its QR image"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

@@ -5,7 +5,7 @@
  * renamed into place, so a reader sees the old object or the whole new one,
  * never a partial file.  A crash leaves at most a ".pm-tmp-*" file, which is
  * never visible under a key: keys with a segment starting ".pm-tmp-" are
- * refused.  Durability is batched: put() does not fsync; sync() calls
+ * refused, and open() removes the ones whose writer process is gone.  Durability is batched: put() does not fsync; sync() calls
  * syncfs() on the store's file system once for every put before it, which
  * is what the engine waits for before it reports passes.
  */
@@ -18,7 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 typedef struct local_store {
@@ -156,6 +159,48 @@ static const pm_store_ops local_ops = {
     .close = local_close,
 };
 
+/* The writer of ".pm-tmp-<pid>-<n>" is gone (a kill -9, a crash)? */
+static bool temp_writer_gone(const char *name)
+{
+    long pid = strtol(name + sizeof TEMP_PREFIX - 1, NULL, 10);
+    return pid <= 0 || (pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+}
+
+/*
+ * Remove leftover temporary files below dir_fd (which this call closes):
+ * they are never an object, and nothing else would ever remove them.  A
+ * live process's files (another passmill writing to the same store) stay.
+ * Counts into *removed; depth-limited, symlinks not followed.
+ */
+static void remove_leftovers(int dir_fd, int depth, size_t *removed)
+{
+    DIR *d = fdopendir(dir_fd);
+    if (!d) {
+        close(dir_fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        bool temp = strncmp(de->d_name, TEMP_PREFIX, sizeof TEMP_PREFIX - 1) == 0;
+        /* A store holds two files per pass: skip the stat for every object. */
+        if (!temp && de->d_type != DT_DIR && de->d_type != DT_UNKNOWN)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode) && depth < 8) {
+            int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                remove_leftovers(sub, depth + 1, removed);
+        } else if (S_ISREG(st.st_mode) && temp && temp_writer_gone(de->d_name) && unlinkat(dirfd(d), de->d_name, 0) == 0) {
+            (*removed)++;
+        }
+    }
+    closedir(d);
+}
+
 int pm_store_local_open(const char *root, bool fsync_objects, pm_store **out, pm_error *err)
 {
     if (!root || !*root)
@@ -175,6 +220,13 @@ int pm_store_local_open(const char *root, bool fsync_objects, pm_store **out, pm
         free(ls);
         return -1;
     }
+    size_t removed = 0;
+    int scan_fd = dup(ls->root_fd);
+    if (scan_fd >= 0)
+        remove_leftovers(scan_fd, 0, &removed);
+    if (removed)
+        fprintf(stderr, "passmill: store %s: removed %zu temporary file(s) left by an interrupted run\n",
+                ls->root, removed);
     *out = &ls->base;
     return 0;
 }
