@@ -1,0 +1,300 @@
+/*
+ * End-to-end tests of `passmill run` with the SQLite registry: the real
+ * binary, real files; the registry and the store are checked against each
+ * other by tests/registry_check.py (Python's sqlite3, hashlib, zipfile).
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "test_util.h"
+
+static char *work; /* per-test temporary folder */
+
+static void setup(void)
+{
+    work = pmt_tmpdir("regrun");
+    cr_assert_not_null(work);
+    setenv("W", work, 1); /* shell commands below say "$W" */
+    setenv("CHECK", pmt_src("tests/registry_check.py"), 1);
+    cr_assert_eq(pmt_sh("'%s' identity create '%s/id' >/dev/null", pmt_passmill(), work), 0);
+    cr_assert_eq(pmt_sh("printf 'test-barcode-secret-of-32-bytes!' > '%s/secret'", work), 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/run.conf", work);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "input.path = %s/in.jsonl\ntemplate.dir = %s/config/templates\n", work, PM_SOURCE_DIR);
+    fprintf(f, "sign.cert = %s/id/signer.pem\nsign.key = %s/id/signer.key\nsign.chain = %s/id/wwdr.pem\n",
+            work, work, work);
+    fprintf(f, "barcode.secret_env = PM_TEST_NO_SUCH_VAR\nbarcode.secret_file = %s/secret\n", work);
+    fprintf(f, "store.dir = %s/store\noutput.ledger = %s/ledger.jsonl.zst\noutput.rejects = %s/rejects.jsonl\n",
+            work, work, work);
+    fprintf(f, "registry.path = %s/registry.db\n", work);
+    fprintf(f, "engine.workers = 2\nengine.progress_ms = 0\n");
+    fclose(f);
+}
+
+static void teardown(void)
+{
+    pmt_rmrf(work);
+    free(work);
+}
+
+/* Run passmill with the test config; returns the exit status, *summary = stdout's first line. */
+static int run(char **summary, const char *extra)
+{
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c '%s/run.conf' %s 2>>'%s/stderr.txt'",
+                           pmt_passmill(), work, extra ? extra : "", work);
+    cr_assert_not_null(out);
+    char *nl = strchr(out, '\n');
+    if (nl)
+        *nl = '\0';
+    *summary = out;
+    return status;
+}
+
+/* One number from the registry, read with Python's sqlite3; -1 when it cannot be read. */
+static long sql_try_count(const char *query)
+{
+    int status;
+    setenv("Q", query, 1); /* through the environment: no shell quoting of SQL */
+    char *out = pmt_sh_out(&status, "python3 -c 'import sqlite3,sys; "
+                                    "print(sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)"
+                                    ".execute(sys.argv[2]).fetchone()[0])' "
+                                    "\"$W/registry.db\" \"$Q\" 2>/dev/null");
+    long n = out && status == 0 ? atol(out) : -1;
+    free(out);
+    return n;
+}
+
+static long sql_count(const char *query)
+{
+    long n = sql_try_count(query);
+    cr_assert_geq(n, 0, "query failed: %s", query);
+    return n;
+}
+
+TestSuite(registry_run, .init = setup, .fini = teardown, .timeout = 900);
+
+Test(registry_run, second_run_is_unchanged_and_rows_match_the_store)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 150 --seed 3 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    cr_assert_str_eq(summary, "in=150 passes=150 unchanged=0 rejects=0");
+    free(summary);
+    cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count 150 --status active"), 0);
+    /* Inode numbers: a rewrite (temp file + rename) would change them. */
+    cr_assert_eq(pmt_sh("cd \"$W\" && stat -c '%%n %%i' store/passes/* store/qr/* > inodes1"), 0);
+
+    cr_assert_eq(run(&summary, "--workers 4"), 0, "%s", summary);
+    cr_assert_str_eq(summary, "in=150 passes=0 unchanged=150 rejects=0");
+    free(summary);
+    /* Nothing was rewritten, and the registry still matches the store. */
+    cr_assert_eq(pmt_sh("cd \"$W\" && stat -c '%%n %%i' store/passes/* store/qr/* | cmp -s - inodes1"), 0);
+    cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count 150"), 0);
+
+    /* Two runs, every row carries its run id; export gives 300 result lines. */
+    cr_assert_eq(sql_count("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL"), 2);
+    cr_assert_eq(sql_count("SELECT count(DISTINCT run_id) FROM results"), 2);
+    cr_assert_eq(sql_count("SELECT count(*) FROM passes WHERE length(auth_token) >= 16"), 150);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' export -c \"$W/run.conf\" | python3 -c 'import json,sys,collections;"
+                           "c=collections.Counter(json.loads(l)[\"outcome\"] for l in sys.stdin); print(c[\"pass\"], c[\"unchanged\"])'",
+                           pmt_passmill());
+    cr_assert_eq(status, 0);
+    cr_assert_str_eq(out, "150 150\n");
+    free(out);
+    /* show: the stored record and no token */
+    out = pmt_sh_out(&status, "s=$(head -1 \"$W/in.jsonl\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"serial_number\"])');"
+                     "'%s' show -c \"$W/run.conf\" \"$s\" | python3 -c 'import json,sys; r=json.load(sys.stdin);"
+                     "print(r[\"status\"], r[\"record\"][\"serial_number\"]==r[\"serial\"], \"auth_token\" in r)'",
+                     pmt_passmill());
+    cr_assert_eq(status, 0);
+    cr_assert_str_eq(out, "active True False\n");
+    free(out);
+    out = pmt_sh_out(&status, "'%s' stats -c \"$W/run.conf\"", pmt_passmill());
+    cr_assert_str_eq(out, "active=150 voided=0 expired=0 redeemed=0 total=150 rejects=0\n");
+    free(out);
+}
+
+Test(registry_run, issue_of_a_known_serial_with_other_content_is_rejected)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 5 --seed 4 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    free(summary);
+    /* Same serials: record 1 with another holder (ISSUE), record 2 the same as an UPDATE with another holder. */
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json,sys\n"
+                        "rs=[json.loads(l) for l in open(\"in.jsonl\")]\n"
+                        "rs[0][\"attendee\"][\"holder_name\"]=\"Someone Else\"\n"
+                        "rs[1][\"attendee\"][\"holder_name\"]=\"Someone Else\"; rs[1][\"action\"]=\"UPDATE\"\n"
+                        "open(\"in.jsonl\",\"w\").write(\"\".join(json.dumps(r)+\"\\n\" for r in rs))'"), 0);
+    cr_assert_eq(run(&summary, NULL), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=5 passes=1 unchanged=3 rejects=1");
+    free(summary);
+    cr_assert_eq(pmt_sh("grep -q '\"code\": *\"serial.exists\"' \"$W/rejects.jsonl\""), 0);
+    cr_assert_eq(sql_count("SELECT count(*) FROM rejects WHERE code = 'serial.exists' AND field = 'serial_number'"), 1);
+    cr_assert_eq(sql_count("SELECT count(*) FROM passes WHERE record LIKE '%Someone Else%'"), 1);
+    cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count 5"), 0);
+}
+
+/*
+ * Requests for one serial apply in input order whatever the worker count:
+ * ISSUE, UPDATE, VOID of each of 80 serials back to back (A1 A2 A3 B1 ...),
+ * 4 workers, so the three are in flight together: every pass ends voided,
+ * in the registry and in the store.
+ */
+Test(registry_run, last_request_for_a_serial_wins_with_4_workers)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 80 --seed 6 > \"$W/base.jsonl\"", pmt_passmill()), 0);
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json\n"
+                        "rs=[json.loads(l) for l in open(\"base.jsonl\")]\n"
+                        "out=[]\n"
+                        "for r in rs:\n"
+                        "  for step in (\"ISSUE\",\"UPDATE\",\"VOID\"):\n"
+                        "    r=dict(r); r[\"action\"]=step\n"
+                        "    if step==\"UPDATE\": r[\"attendee\"]=dict(r[\"attendee\"], seat=\"99\")\n"
+                        "    if step==\"VOID\": r[\"attendee\"]=dict(r[\"attendee\"], seat=\"99\")\n"
+                        "    out.append(json.dumps(r))\n"
+                        "open(\"in.jsonl\",\"w\").write(\"\\n\".join(out)+\"\\n\")'"), 0);
+    for (int round = 0; round < 3; round++) {
+        char *summary;
+        cr_assert_eq(pmt_sh("rm -rf \"$W/store\" \"$W\"/registry.db*"), 0);
+        cr_assert_eq(run(&summary, "--workers 4 -X engine.queue_size=64"), 0, "%s", summary);
+        cr_assert_str_eq(summary, "in=240 passes=240 unchanged=0 rejects=0");
+        free(summary);
+        cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count 80 --status voided"), 0,
+                     "round %d: not every serial ended voided", round);
+        cr_assert_eq(sql_count("SELECT count(*) FROM passes WHERE json_extract(record, '$.attendee.seat') IS NOT '99'"), 0);
+        /* Update tags follow commit order: the VOIDs were committed last. */
+        cr_assert_eq(sql_count("SELECT count(*) FROM results r WHERE action = 'VOID' AND "
+                               "id < (SELECT max(id) FROM results WHERE serial = r.serial AND action <> 'VOID')"), 0);
+    }
+}
+
+/*
+ * kill -9 at random moments during a 20,000-record run (5 times), then
+ * running it again finishes the job: registry rows and store objects agree
+ * one to one, no temporary file is left, and one more run is all unchanged.
+ */
+Test(registry_run, kill_9_then_rerun_finishes_the_job)
+{
+    const char *env = getenv("PM_TEST_KILL_RECORDS");
+    long records = env && *env ? atol(env) : 20000;
+    cr_assert_eq(pmt_sh("'%s' sample --count %ld --seed 11 > \"$W/in.jsonl\"", pmt_passmill(), records), 0);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    long committed_before = 0;
+    for (int kill_no = 0; kill_no < 5; kill_no++) {
+        /* Kill once this run has committed some new rows (or after 20 s). */
+        long target = committed_before + 200 + rand() % 1500;
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "exec '%s' run -c '%s/run.conf' >/dev/null 2>>'%s/stderr.txt'",
+                 pmt_passmill(), work, work);
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0) {
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        for (int waited = 0; waited < 200; waited++) {
+            usleep(100000);
+            if (sql_try_count("SELECT count(*) FROM passes") >= target)
+                break;
+        }
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        committed_before = sql_count("SELECT count(*) FROM passes");
+        if (committed_before >= records)
+            break;
+    }
+    char *summary;
+    int rc = run(&summary, NULL);
+    cr_assert_eq(rc, 0, "the run after the kills: %s", summary);
+    long in, passes, unchanged, rejects;
+    cr_assert_eq(sscanf(summary, "in=%ld passes=%ld unchanged=%ld rejects=%ld", &in, &passes, &unchanged,
+                        &rejects), 4, "%s", summary);
+    cr_assert_eq(in, records);
+    cr_assert_eq(passes + unchanged, records, "%s", summary);
+    cr_assert_gt(unchanged, 0, "the killed runs' work was redone: %s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count %ld", records), 0);
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    char expect[128];
+    snprintf(expect, sizeof expect, "in=%ld passes=0 unchanged=%ld rejects=0", records, records);
+    cr_assert_str_eq(summary, expect);
+    free(summary);
+}
+
+/* A signer certificate outside its validity: refused at start, exit 2, dates named. */
+static void resign_signer(const char *dir, long not_before_days, long not_after_days)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/id/signer.pem", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/id/wwdr.key", dir);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    EVP_PKEY *ca_key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    cr_assert(cert && ca_key);
+    time_t now = time(NULL);
+    cr_assert_not_null(X509_time_adj_ex(X509_getm_notBefore(cert), (int)not_before_days, 0, &now));
+    cr_assert_not_null(X509_time_adj_ex(X509_getm_notAfter(cert), (int)not_after_days, 0, &now));
+    cr_assert_gt(X509_sign(cert, ca_key, EVP_sha256()), 0);
+    snprintf(path, sizeof path, "%s/id/signer.pem", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(PEM_write_X509(f, cert), 1);
+    fclose(f);
+    X509_free(cert);
+    EVP_PKEY_free(ca_key);
+}
+
+Test(registry_run, signer_outside_its_validity_refuses_to_start)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 1 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    resign_signer(work, -30, -1);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 2, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("grep -q 'has expired: valid from .* until ' \"$W/stderr.txt\""), 0);
+    cr_assert_eq(pmt_sh("test ! -e \"$W/store/passes\""), 0, "nothing may be made with an expired signer");
+
+    resign_signer(work, 2, 30);
+    cr_assert_eq(pmt_sh(": > \"$W/stderr.txt\""), 0);
+    cr_assert_eq(run(&summary, NULL), 2, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("grep -q 'is not valid yet' \"$W/stderr.txt\""), 0);
+}
+
+/* kill -9 leaves temporary files; the next run removes them (a live writer's stay). */
+Test(registry_run, leftover_temporary_files_are_removed_at_start)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 2 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    /* pid 2^22+1 is above Linux's pid_max ceiling: never a live process. */
+    cr_assert_eq(pmt_sh("mkdir -p \"$W/store/passes\" \"$W/store/qr\" && "
+                        "echo x > \"$W/store/passes/.pm-tmp-4194305-1\" && echo x > \"$W/store/qr/.pm-tmp-4194305-2\" && "
+                        "echo x > \"$W/store/passes/.pm-tmp-%d-3\"", (int)getpid()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("test ! -e \"$W/store/passes/.pm-tmp-4194305-1\" && test ! -e \"$W/store/qr/.pm-tmp-4194305-2\""), 0);
+    cr_assert_eq(pmt_sh("test -e \"$W/store/passes/.pm-tmp-%d-3\"", (int)getpid()), 0,
+                 "a live process's temporary file must stay");
+    cr_assert_eq(pmt_sh("grep -q 'removed 2 temporary file' \"$W/stderr.txt\""), 0);
+}
