@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,7 +136,30 @@ static int decode_create(const pm_context *ctx, void **state, pm_error *err)
 
 /* ---- decoding ---- */
 
-static int decode_json(const pm_buf *raw, json_t **out, pm_error *err)
+/*
+ * A partial request: a change of a pass the registry holds, by serial, with
+ * only what changes (a lifecycle action alone, or an UPDATE of some fields).
+ * It is one of UPDATE, VOID, EXPIRE, REDEEM, ACTIVATE lacking at least one
+ * field a full request requires; a full request decodes as always.
+ */
+static bool is_patch(json_t *in)
+{
+    static const char *const actions[] = {"UPDATE", "VOID", "EXPIRE", "REDEEM", "ACTIVATE"};
+    static const char *const required[] = {"template_id", "event", "attendee", "barcode"};
+    const char *action = json_string_value(json_object_get(in, "action"));
+    bool changes = false;
+    for (size_t i = 0; action && i < sizeof actions / sizeof actions[0]; i++)
+        changes |= strcmp(action, actions[i]) == 0;
+    if (!changes)
+        return false;
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
+        if (!json_object_get(in, required[i]))
+            return true;
+    return false;
+}
+
+/* JSON input: a normalized record into *out, or a partial request into *patch. */
+static int decode_json(const pm_buf *raw, json_t **out, json_t **patch, pm_error *err)
 {
     json_error_t jerr;
     /* jansson checks UTF-8, refuses \u0000 and (with the flag) duplicates. */
@@ -143,6 +167,15 @@ static int decode_json(const pm_buf *raw, json_t **out, pm_error *err)
     if (!in)
         return pm_reject(err, "json.syntax", "", "invalid JSON at line %d column %d: %s",
                          jerr.line, jerr.column, jerr.text);
+    if (json_is_object(in) && is_patch(in)) {
+        if (!json_is_string(json_object_get(in, "serial_number"))) {
+            json_decref(in);
+            return pm_reject(err, "schema.missing", "serial_number",
+                             "a change by serial needs the string field 'serial_number'");
+        }
+        *patch = in; /* merged onto the registry's record by the merge stage */
+        return 0;
+    }
     int rc = pm_schema_normalize(in, out, err);
     json_decref(in);
     return rc;
@@ -192,14 +225,19 @@ static int decode_process(void *state, void *scratch, pm_job *job)
     int rc;
 
     json_decref(job->record);
-    job->record = NULL;
+    json_decref(job->patch);
+    job->record = job->patch = NULL;
     job->serial = NULL;
     if (job->raw.len > PM_RECORD_MAX)
         return pm_reject(err, "record.too_large", "",
                          "expected at most %zu bytes, found %zu", PM_RECORD_MAX, job->raw.len);
     switch (job->format) {
     case PM_INPUT_JSON:
-        rc = decode_json(&job->raw, &rec, err);
+        rc = decode_json(&job->raw, &rec, &job->patch, err);
+        if (rc == 0 && job->patch) {
+            job->serial = json_string_value(json_object_get(job->patch, "serial_number"));
+            return 0;
+        }
         break;
     case PM_INPUT_AVRO:
         rc = decode_avro(job->raw.data, job->raw.len, &rec, err);

@@ -22,6 +22,14 @@
  * Avro string bytes are kept as sent; UTF-8 is checked by validate.
  * Sets job->serial to the serial_number string inside the tree.
  *
+ * Partial requests (JSON only): an UPDATE, VOID, EXPIRE, REDEEM or ACTIVATE
+ * that lacks any of template_id, event, attendee, barcode is a change of a
+ * pass the registry holds: {"serial_number": "...", "action": "VOID"}, or
+ * an UPDATE carrying only the fields that change.  decode then leaves
+ * job->record NULL and puts the parsed object in job->patch (serial_number
+ * must be a string, else "schema.missing"); the merge stage builds the
+ * record from the registry's.
+ *
  * Confluent framing: the schema id must be one of kafka.schema_ids
  * ("id:path.avsc,...") whose file parses to the compiled schema; another
  * id is "avro.schema_id".  create() fails (PM_ERR_CONFIG) on a malformed

@@ -34,6 +34,7 @@ typedef struct pm_stage {
 
 /* The stages, in pipeline order (stages/<name>.c). */
 extern const pm_stage pm_stage_decode;
+extern const pm_stage pm_stage_merge;
 extern const pm_stage pm_stage_validate;
 extern const pm_stage pm_stage_fingerprint;
 extern const pm_stage pm_stage_barcode;

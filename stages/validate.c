@@ -482,7 +482,7 @@ static int check_action(vc *v, json_t *rec, const char **status)
 {
     static const struct { const char *action, *status; } map[] = {
         {"ISSUE", "active"}, {"UPDATE", "active"}, {"VOID", "voided"},
-        {"EXPIRE", "expired"}, {"REDEEM", "redeemed"},
+        {"EXPIRE", "expired"}, {"REDEEM", "redeemed"}, {"ACTIVATE", "active"},
     };
     text t;
     if (text_member(v, rec, "action", "action", &ANY_STRING, &t))
@@ -494,7 +494,7 @@ static int check_action(vc *v, json_t *rec, const char **status)
         }
     char q[QUOTE_BUF];
     return reject(v, "action.unknown", FP("action"),
-                  "expected ISSUE, UPDATE, VOID, EXPIRE or REDEEM, found %s", quote(q, t.s, t.len));
+                  "expected ISSUE, UPDATE, VOID, EXPIRE, REDEEM or ACTIVATE, found %s", quote(q, t.s, t.len));
 }
 
 static int check_template(vc *v, json_t *rec, const pm_template **tmpl)

@@ -298,3 +298,56 @@ Test(registry_run, leftover_temporary_files_are_removed_at_start)
                  "a live process's temporary file must stay");
     cr_assert_eq(pmt_sh("grep -q 'removed 2 temporary file' \"$W/stderr.txt\""), 0);
 }
+
+/*
+ * Changes by serial alone (Skycore's updatepassdata): VOID, REDEEM, EXPIRE,
+ * ACTIVATE with nothing but the serial, and an UPDATE of one field; the
+ * registry supplies the rest.  An unknown serial is rejected; a repeated
+ * status change is unchanged.
+ */
+Test(registry_run, changes_by_serial_alone)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 20 --seed 8 > \"$W/in.jsonl\" && cp \"$W/in.jsonl\" \"$W/issue.jsonl\"",
+                        pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json\n"
+                        "s=[json.loads(l)[\"serial_number\"] for l in open(\"issue.jsonl\")]\n"
+                        "out=[{\"serial_number\":x,\"action\":\"VOID\"} for x in s[0:5]]\n"
+                        "out+=[{\"serial_number\":x,\"action\":\"REDEEM\"} for x in s[5:8]]\n"
+                        "out+=[{\"serial_number\":x,\"action\":\"EXPIRE\"} for x in s[8:10]]\n"
+                        "out+=[{\"serial_number\":s[0],\"action\":\"ACTIVATE\"}]\n"
+                        "out+=[{\"serial_number\":s[10],\"action\":\"UPDATE\",\"attendee\":{\"seat\":\"42\"}}]\n"
+                        "out+=[{\"serial_number\":\"NO-SUCH-SERIAL\",\"action\":\"VOID\"}]\n"
+                        "open(\"in.jsonl\",\"w\").write(\"\".join(json.dumps(r)+\"\\n\" for r in out))'"), 0);
+    cr_assert_eq(run(&summary, "--workers 4"), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=13 passes=12 unchanged=0 rejects=1");
+    free(summary);
+    /* Again: only s[0] changes (active -> voided -> active), the rest are unchanged. */
+    cr_assert_eq(run(&summary, "--workers 4"), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=13 passes=2 unchanged=10 rejects=1");
+    free(summary);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' stats -c \"$W/run.conf\"", pmt_passmill());
+    cr_assert_str_eq(out, "active=11 voided=4 expired=2 redeemed=3 total=20 rejects=2\n");
+    free(out);
+    cr_assert_eq(sql_count("SELECT count(*) FROM rejects WHERE code = 'serial.unknown' AND serial = 'NO-SUCH-SERIAL'"), 2);
+    /* The UPDATE changed the seat and kept the rest of the attendee. */
+    cr_assert_eq(sql_count("SELECT count(*) FROM passes WHERE json_extract(record, '$.attendee.seat') = '42' "
+                           "AND json_extract(record, '$.attendee.holder_name') IS NOT NULL"), 1);
+    cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/store\" --count 20"), 0);
+    cr_assert_eq(pmt_sh("'%s' verify --quiet --ca \"$W/id/ca.pem\" \"$W\"/store/passes/*.pkpass >/dev/null",
+                        pmt_passmill()), 0);
+}
+
+/* Without a registry a change by serial has nothing to merge onto: a clear reject. */
+Test(registry_run, change_by_serial_without_registry_is_rejected)
+{
+    cr_assert_eq(pmt_sh("printf '{\"serial_number\":\"A-1\",\"action\":\"VOID\"}\\n' > \"$W/in.jsonl\""), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, "-X registry.path="), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=1 passes=0 unchanged=0 rejects=1");
+    free(summary);
+    cr_assert_eq(pmt_sh("grep -q '\"code\": *\"record.partial\"' \"$W/rejects.jsonl\""), 0);
+}

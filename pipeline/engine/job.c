@@ -13,7 +13,8 @@ void pm_job_reset(pm_job *job)
 {
     json_decref(job->record);
     json_decref(job->barcodes);
-    job->record = job->barcodes = NULL;
+    json_decref(job->patch);
+    job->record = job->barcodes = job->patch = NULL;
     job->serial = NULL;
     job->tmpl = NULL;
     job->status = NULL;

@@ -8,7 +8,8 @@
  *
  * Who writes what (every other stage only reads):
  *   source    : format, raw, origin, source_ref
- *   decode    : record, serial
+ *   decode    : record, serial, patch
+ *   merge     : record (from patch and the registry)
  *   validate  : tmpl, status
  *   fingerprint: content_hash, auth_token, unchanged, prior_sha256
  *   barcode   : barcode_message, barcodes, qr_png
@@ -66,7 +67,8 @@ typedef struct pm_job {
     void *source_ref;             /* source: opaque, handed back on completion */
 
     json_t *record;               /* decode: owned; normalized, see stages/decode.h */
-    const char *serial;           /* decode: points into record, NULL before */
+    const char *serial;           /* decode: points into record (or patch), NULL before */
+    json_t *patch;                /* decode: owned; a partial request (see stages/decode.h), else NULL */
 
     const struct pm_template *tmpl; /* validate: the record's template (borrowed) */
     const char *status;           /* validate: "active", "voided", "expired", "redeemed" */

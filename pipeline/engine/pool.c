@@ -8,7 +8,7 @@
 
 /* decode runs on the engine's source thread (engine.c: per-serial order). */
 const pm_stage *const pm_pipeline_stages[] = {
-    &pm_stage_validate, &pm_stage_fingerprint, &pm_stage_barcode,
+    &pm_stage_merge, &pm_stage_validate, &pm_stage_fingerprint, &pm_stage_barcode,
     &pm_stage_manifest, &pm_stage_sign, &pm_stage_bundle,
 };
 const size_t pm_pipeline_stages_len = sizeof pm_pipeline_stages / sizeof pm_pipeline_stages[0];

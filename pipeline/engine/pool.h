@@ -39,7 +39,7 @@ int pm_pool_start(const pm_context *ctx, const struct pm_stage *const *stages, s
 void pm_pool_stop(pm_pool *pool);
 unsigned pm_pool_workers(const pm_pool *pool);
 
-/* The workers' stage chain, validate .. bundle (decode runs before, see engine.c). */
+/* The workers' stage chain, merge .. bundle (decode runs before, see engine.c). */
 extern const struct pm_stage *const pm_pipeline_stages[];
 extern const size_t pm_pipeline_stages_len;
 
