@@ -43,10 +43,19 @@
 #define DURABILITY_LINGER_MS 10
 #define DURABILITY_BATCH 256
 
+struct engine;
+
+/*
+ * A record's completion token (outcome.h).  The record counts as `kind`
+ * only once every holder released it with ok; otherwise (an asynchronous
+ * delivery failed, an outcome could not record it) it counts as failed.
+ * So the summary never counts a result that was not delivered.
+ */
 struct pm_completion {
     atomic_int refs;
     atomic_bool ok;
-    pm_source *source;
+    struct engine *engine;
+    pm_outcome_kind kind;
     void *source_ref;
     pm_origin origin;
 };
@@ -122,6 +131,8 @@ typedef struct engine {
     pm_error first_failure;
 } engine;
 
+/* ---- reporting ---- */
+
 /* ---- completion tokens ---- */
 
 void pm_completion_hold(pm_completion *c)
@@ -134,26 +145,29 @@ void pm_completion_release(pm_completion *c, bool ok)
     if (!ok)
         atomic_store(&c->ok, false);
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
-        if (c->source->ops->done)
-            c->source->ops->done(c->source, &c->origin, c->source_ref, atomic_load(&c->ok));
+        engine *e = c->engine;
+        bool done_ok = atomic_load(&c->ok);
+        if (e->source->ops->done)
+            e->source->ops->done(e->source, &c->origin, c->source_ref, done_ok);
+        atomic_fetch_add(&e->counts[done_ok ? c->kind : PM_OUTCOME_FAILED], 1);
         free(c);
     }
 }
 
+/* NULL when out of memory: the caller then counts the record as failed. */
 static pm_completion *completion_new(engine *e, const pm_job *job)
 {
     pm_completion *c = malloc(sizeof *c);
     if (!c)
         return NULL;
     atomic_init(&c->refs, 1);
-    atomic_init(&c->ok, true);
-    c->source = e->source;
+    atomic_init(&c->ok, job->outcome != PM_OUTCOME_FAILED);
+    c->engine = e;
+    c->kind = job->outcome;
     c->source_ref = job->source_ref;
     c->origin = job->origin;
     return c;
 }
-
-/* ---- reporting ---- */
 
 static double elapsed(const engine *e)
 {
@@ -283,6 +297,16 @@ static void recycle(engine *e, pm_job *job)
     pthread_mutex_unlock(&e->fmu);
 }
 
+/* Out of memory for a completion token: the record cannot be reported. */
+static void no_completion(engine *e, pm_job *job)
+{
+    if (e->source->ops->done)
+        e->source->ops->done(e->source, &job->origin, job->source_ref, false);
+    atomic_fetch_add(&e->counts[PM_OUTCOME_FAILED], 1);
+    pm_error_set(&job->err, PM_ERR_NOMEM, "out of memory for a completion token");
+    note_failure(e, job);
+}
+
 /* The system failed this record: report it, never commit it. */
 static void report_failure(engine *e, pm_job *job)
 {
@@ -295,15 +319,15 @@ static void report_failure(engine *e, pm_job *job)
         if (o->ops->fail && o->ops->fail(o, job, &oerr) != 0)
             fprintf(stderr, "passmill: %s outcome: %s\n", o->ops->name, oerr.message);
     }
-    atomic_fetch_add(&e->counts[PM_OUTCOME_FAILED], 1);
     if (c)
-        pm_completion_release(c, false);
+        pm_completion_release(c, false); /* counts it failed */
+    else
+        no_completion(e, job);
 }
 
-/* An outcome could not record this record: it counts as failed and the run stops. */
+/* An outcome could not record this record: it will count as failed and the run stops. */
 static void outcome_failed(engine *e, pm_job *job, const pm_error *oerr, const char *what)
 {
-    atomic_fetch_add(&e->counts[PM_OUTCOME_FAILED], 1);
     pm_error_set(&job->err, PM_ERR_IO, "the %s could not be recorded: %s", what, oerr->message);
     note_failure(e, job);
     engine_abort(e, &job->err);
@@ -312,9 +336,12 @@ static void outcome_failed(engine *e, pm_job *job, const pm_error *oerr, const c
 static void report_reject(engine *e, pm_job *job)
 {
     pm_completion *c = completion_new(e, job);
+    if (!c) {
+        no_completion(e, job);
+        return;
+    }
     pm_error oerr;
-    pm_error_set(&oerr, PM_ERR_NOMEM, "out of memory");
-    bool ok = c != NULL;
+    bool ok = true;
     for (size_t i = 0; ok && i < e->n_outcomes; i++) {
         pm_outcome *o = e->outcomes[i];
         if (o->ops->reject(o, job, c, &oerr) != 0) {
@@ -322,17 +349,19 @@ static void report_reject(engine *e, pm_job *job)
             ok = false;
         }
     }
-    if (ok)
-        atomic_fetch_add(&e->counts[PM_OUTCOME_REJECT], 1);
-    else
+    if (!ok)
         outcome_failed(e, job, &oerr, "reject");
-    if (c)
-        pm_completion_release(c, ok);
+    pm_completion_release(c, ok);
 }
 
 /* The pass is durable in the store (or unchanged there) and recorded: report it. */
 static void report_pass(engine *e, pm_job *job)
 {
+    pm_completion *c = completion_new(e, job);
+    if (!c) {
+        no_completion(e, job);
+        return;
+    }
     char pkpass_key[128], qr_key[128];
     pm_store_pass_keys(job->serial, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
     char *pkpass_url = pm_store_url(e->store, pkpass_key, job->now);
@@ -340,10 +369,9 @@ static void report_pass(engine *e, pm_job *job)
     json_t *result = pm_outcome_result_json(job, pkpass_key, qr_key, pkpass_url, qr_url);
     free(pkpass_url);
     free(qr_url);
-    pm_completion *c = completion_new(e, job);
     pm_error oerr;
-    pm_error_set(&oerr, PM_ERR_NOMEM, "out of memory");
-    bool ok = result && c;
+    pm_error_set(&oerr, PM_ERR_NOMEM, "out of memory for the result");
+    bool ok = result != NULL;
     for (size_t i = 0; ok && i < e->n_outcomes; i++) {
         pm_outcome *o = e->outcomes[i];
         if (o->ops->pass(o, job, result, c, &oerr) != 0) {
@@ -352,12 +380,9 @@ static void report_pass(engine *e, pm_job *job)
         }
     }
     json_decref(result);
-    if (ok)
-        atomic_fetch_add(&e->counts[job->outcome], 1);
-    else
+    if (!ok)
         outcome_failed(e, job, &oerr, "result");
-    if (c)
-        pm_completion_release(c, ok);
+    pm_completion_release(c, ok);
 }
 
 /* Report a finished job by its outcome, then recycle it. */
