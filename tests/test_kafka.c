@@ -731,6 +731,66 @@ Test(kafka, broker_faults_mid_run_lose_nothing, .timeout = 240)
     kt_teardown(&t);
 }
 
+/*
+ * The broker gone for good: --exit-on-eof ends the run within the bound
+ * (kafka.shutdown_timeout_ms, 6 s here), exit 3, and a result that never
+ * reached the broker is counted failed, not as a pass.
+ */
+Test(kafka, broker_gone_for_good_ends_the_run_in_bounded_time, .timeout = 240)
+{
+    enum { N = 3000 };
+    kt t;
+    kt_setup(&t, "kafka-gone", N);
+    /* A small prefetch: records are still unread when the broker goes. */
+    write_conf(&t, "run.conf", "avro",
+               "kafka.shutdown_timeout_ms = 6000\nkafka.queued.max.messages.kbytes = 64\n");
+    produce_file(&t, "requests.avro", "avro", N);
+    rd_kafka_mock_cluster_t *mock = pm_devbroker_mock(t.broker);
+    pid_t pid = run_start(&t, "run.conf", "run");
+    while (count_passes(&t) < N / 4) {
+        int st;
+        cr_assert_eq(waitpid(pid, &st, WNOHANG), 0, "the run ended early: %s",
+                     run_output(&t, "run", "err"));
+        sleep_ms(5);
+    }
+    rd_kafka_mock_broker_set_down(mock, -1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int status = run_wait(pid);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    char *out = run_output(&t, "run", "out"), *err = run_output(&t, "run", "err");
+    cr_log_info("broker gone: exited %d after %.1f s: %s", status, secs, out);
+    /* The bound is 6 s (kafka.shutdown_timeout_ms), plus the exit itself. */
+    cr_assert_lt(secs, 12.0, "the run took %.1f s to stop with the broker gone: %s", secs, err);
+    cr_assert_eq(status, 3, "%s %s", out, err);
+    long in, passes, rejects, failed = 0;
+    cr_assert_eq(parse_summary(out, &in, &passes, &rejects), 0, "out: %s err: %s", out, err);
+    const char *f = strstr(out, "failed=");
+    cr_assert_not_null(f, "undelivered results must show as failed: %s", out);
+    failed = atol(f + 7);
+    cr_assert_eq(in, passes + rejects + failed, "%s", out);
+    cr_assert_gt(failed, 0, "%s", out);
+    cr_assert(strstr(err, "no broker reachable"), "%s", err);
+    cr_assert(strstr(err, "were not delivered"), "%s", err);
+    free(out);
+    free(err);
+
+    /* Back up: every pass counted is in the results topic. */
+    rd_kafka_mock_broker_set_up(mock, -1);
+    kmsgs results = read_topic(&t, RESULTS);
+    json_t *delivered = json_object();
+    for (size_t i = 0; i < results.n; i++)
+        if (results.v[i].key)
+            json_object_set_new(delivered, results.v[i].key, json_true());
+    cr_assert_geq(json_object_size(delivered), (size_t)passes,
+                  "%zu results delivered but %ld passes counted", json_object_size(delivered), passes);
+    cr_assert_leq(committed_total(&t), passes + rejects);
+    json_decref(delivered);
+    kmsgs_free(&results);
+    kt_teardown(&t);
+}
+
 Test(kafka, second_consumer_joining_mid_run_loses_nothing, .timeout = 240)
 {
     enum { N = 5000 };

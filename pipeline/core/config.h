@@ -88,6 +88,7 @@ typedef struct pm_config {
     char *kafka_schema_ids;   /* "id:schemas/file.avsc,..." */
     char *kafka_results_format; /* "json" or "avro" */
     bool exit_on_eof;
+    int64_t kafka_shutdown_ms; /* bound on stopping with the broker gone */
 
     /* kafka.* pass-through properties, in file order */
     pm_kv *kafka_props;

@@ -107,11 +107,13 @@ static int produce(kafka_outcome *o, rd_kafka_topic_t *topic, const char *key,
     pm_completion_hold(c);
     size_t keylen = key ? strlen(key) : 0;
     rd_kafka_resp_err_t e;
-    for (;;) {
+    /* A full local queue drains as the broker acknowledges; with the broker
+     * gone it never does, so give up after the flush bound. */
+    for (int64_t waited = 0;; waited += 2) {
         e = rd_kafka_producev(o->rk, RD_KAFKA_V_RKT(topic), RD_KAFKA_V_MSGFLAGS(msgflags),
                               RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE(value, len),
                               RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(c), RD_KAFKA_V_END);
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL || waited >= o->flush_wait_ms)
             break;
         sleep_ms(2);
     }
@@ -306,6 +308,13 @@ int pm_outcome_kafka_open(const pm_config *cfg, pm_outcome **out, pm_error *err)
         return -1;
     }
     o->flush_wait_ms = conf_int(conf, "message.timeout.ms", 300000) + PM_KAFKA_FLUSH_SLACK_MS;
+    /* With the broker gone every report would only come at message.timeout.ms
+     * (5 minutes by default): the end of a run waits at most a third of the
+     * shutdown bound (the source's close and its giving up on the broker
+     * take the other two), then what is left is purged and counted failed
+     * (not committed, so delivered again). */
+    if (cfg->kafka_shutdown_ms > 0 && cfg->kafka_shutdown_ms / 3 < o->flush_wait_ms)
+        o->flush_wait_ms = cfg->kafka_shutdown_ms / 3 > 1000 ? cfg->kafka_shutdown_ms / 3 : 1000;
     rd_kafka_conf_set_opaque(conf, o);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);

@@ -109,6 +109,8 @@ typedef struct kafka_source {
     bool failed;               /* a record finished not durable */
     pm_origin failed_origin;
     bool fatal;                /* a fatal consumer error (set in callbacks) */
+    int64_t shutdown_ms;       /* kafka.shutdown_timeout_ms */
+    atomic_int_fast64_t down_since_ms; /* when every broker went down; 0 = reachable */
     pm_error fatal_err;
 } kafka_source;
 
@@ -451,6 +453,10 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         set_fatal(s, PM_ERR_IO, "kafka consumer: fatal error: %s", why);
         return;
     }
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        int_fast64_t zero = 0;
+        atomic_compare_exchange_strong(&s->down_since_ms, &zero, now_ms());
+    }
     if (err == RD_KAFKA_RESP_ERR__TRANSPORT)
         return; /* librdkafka's own log line (FAIL) already says it */
     fprintf(stderr, "passmill: kafka consumer: %s\n", reason);
@@ -520,10 +526,17 @@ static int kafka_next(pm_source *base, pm_job *job, pm_error *err)
         maybe_commit(s);
         if (s->exit_on_eof && all_at_eof(s))
             return 0;
+        int64_t down = atomic_load(&s->down_since_ms);
+        if (s->exit_on_eof && down && now_ms() - down >= s->shutdown_ms / 3)
+            return pm_error_set(err, PM_ERR_IO,
+                                "kafka: no broker reachable for %lld ms (kafka.shutdown_timeout_ms): "
+                                "stopping; records not finished are not committed and will be "
+                                "delivered again", (long long)(now_ms() - down));
 
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->rk, PM_KAFKA_POLL_MS);
         if (!m)
             continue;
+        atomic_store(&s->down_since_ms, 0); /* a broker answered */
         if (m->err) {
             int rc = consumer_event(s, m, err);
             rd_kafka_message_destroy(m);
@@ -687,9 +700,8 @@ static bool uncommitted_revoked(kafka_source *s)
  * Messages polled meanwhile are dropped untracked: never committed, so
  * they are delivered again later.
  */
-static rd_kafka_resp_err_t final_commit(kafka_source *s)
+static rd_kafka_resp_err_t final_commit(kafka_source *s, int64_t deadline)
 {
-    int64_t deadline = now_ms() + PM_KAFKA_CLOSE_COMMIT_MS;
     while (s->async_sent && now_ms() < deadline) /* its result first */
         serve_consumer(s, 50);
     for (;;) {
@@ -698,6 +710,39 @@ static rd_kafka_resp_err_t final_commit(kafka_source *s)
         if ((done && !uncommitted_revoked(s)) || now_ms() >= deadline)
             return done && uncommitted_revoked(s) ? RD_KAFKA_RESP_ERR__TIMED_OUT : err;
         serve_consumer(s, 200);
+    }
+}
+
+/*
+ * Leave the group (revoking: the rebalance callback commits again if
+ * needed) and destroy the consumer, by close_until at the latest (at least
+ * one second).  rd_kafka_consumer_close() would block while no coordinator
+ * answers; the queue form is served here until it is done or the time is
+ * up, and then the handle goes without leaving: the group notices by the
+ * session timeout.
+ */
+static void leave_group(kafka_source *s, int64_t close_until)
+{
+    if (close_until < now_ms() + 1000)
+        close_until = now_ms() + 1000;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(s->rk);
+    rd_kafka_error_t *e = q ? rd_kafka_consumer_close_queue(s->rk, q) : NULL;
+    if (e) {
+        fprintf(stderr, "passmill: kafka: leaving the group: %s\n", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else if (q) {
+        while (!rd_kafka_consumer_closed(s->rk) && now_ms() < close_until)
+            rd_kafka_queue_poll_callback(q, 100);
+    }
+    bool closed = q && rd_kafka_consumer_closed(s->rk);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    if (closed) {
+        rd_kafka_destroy(s->rk);
+    } else {
+        fprintf(stderr, "passmill: kafka: could not leave the consumer group in time (no broker "
+                        "answered); closing without it\n");
+        rd_kafka_destroy_flags(s->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     }
 }
 
@@ -713,9 +758,15 @@ static void kafka_close(pm_source *base)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->pauser, NULL);
     }
+    /* The whole close is bounded (a third of kafka.shutdown_timeout_ms; the
+     * other thirds are giving up on the broker and the outcome's last
+     * deliveries): with the broker gone nothing below can succeed, and
+     * waiting longer only delays the exit. */
+    int64_t bound = s->shutdown_ms / 3 > 1000 ? s->shutdown_ms / 3 : 1000;
+    int64_t close_until = now_ms() + (bound < PM_KAFKA_CLOSE_WAIT_MS ? bound : PM_KAFKA_CLOSE_WAIT_MS);
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += PM_KAFKA_CLOSE_WAIT_MS / 1000;
+    deadline.tv_sec += (close_until - now_ms()) / 1000;
     pthread_mutex_lock(&s->mu);
     while (inflight_total(s) > 0)
         if (pthread_cond_timedwait(&s->cond, &s->mu, &deadline) != 0)
@@ -724,12 +775,14 @@ static void kafka_close(pm_source *base)
     pthread_mutex_unlock(&s->mu);
 
     if (s->rk) {
-        rd_kafka_resp_err_t err = final_commit(s);
+        int64_t commit_until = now_ms() + PM_KAFKA_CLOSE_COMMIT_MS;
+        if (commit_until > close_until) /* at least one attempt is made */
+            commit_until = close_until;
+        rd_kafka_resp_err_t err = final_commit(s, commit_until);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
             fprintf(stderr, "passmill: kafka: final offset commit failed: %s "
                             "(finished records will be re-delivered)\n", rd_kafka_err2str(err));
-        rd_kafka_consumer_close(s->rk); /* revokes: the callback commits again if needed */
-        rd_kafka_destroy(s->rk);
+        leave_group(s, close_until);
         if (s->async_sent) /* its result never came */
             rd_kafka_topic_partition_list_destroy(s->async_sent);
     }
@@ -797,6 +850,8 @@ int pm_source_kafka_open(const pm_config *cfg, pm_source **out, pm_error *err)
     s->base.ops = &kafka_ops;
     snprintf(s->topic, sizeof s->topic, "%s", cfg->kafka_topic_requests);
     s->exit_on_eof = cfg->exit_on_eof;
+    s->shutdown_ms = cfg->kafka_shutdown_ms > 0 ? cfg->kafka_shutdown_ms : 30000;
+    atomic_init(&s->down_since_ms, 0);
     s->commit_interval_ms = commit_interval(cfg);
     s->last_commit_ms = now_ms();
     atomic_init(&s->stopping, 0);
