@@ -19,8 +19,8 @@
 
 typedef struct schema_id {
     uint32_t id;
-    bool accepted;        /* its file is the compiled schema */
-    char why[1200];       /* when not accepted: why, for the reject message */
+    pm_schema_writer *writer; /* its schema, resolved against the compiled one; NULL: */
+    char why[1200];           /* not accepted: why, for the reject message */
 } schema_id;
 
 typedef struct decode_state {
@@ -38,28 +38,23 @@ static void trim(const char **s, const char **e)
         (*e)--;
 }
 
-/* Whether the .avsc at path is the compiled schema; why says otherwise. */
-static bool schema_file_matches(const char *path, char *why, size_t whylen)
+/* The .avsc at path as a writer schema; NULL with why when it cannot be
+ * read or cannot be read as the compiled schema. */
+static pm_schema_writer *schema_file_writer(const char *path, char *why, size_t whylen)
 {
     pm_buf b = PM_BUF_INIT;
     if (pm_buf_read_file(&b, path) != 0) {
         snprintf(why, whylen, "cannot read %s: %s", path, strerror(errno));
         pm_buf_free(&b);
-        return false;
+        return NULL;
     }
-    avro_schema_t s;
-    bool ok = false;
-    if (avro_schema_from_json_length((const char *)b.data, b.len, &s) != 0) {
-        snprintf(why, whylen, "%s is not a valid Avro schema: %s", path, avro_strerror());
-    } else {
-        ok = avro_schema_equal(s, pm_schema_pass_request()) != 0;
-        if (!ok)
-            snprintf(why, whylen, "%s is not the compiled schema schemas/pass_request.avsc "
-                     "(schema evolution is not supported)", path);
-        avro_schema_decref(s);
-    }
+    pm_schema_writer *w = NULL;
+    pm_error err;
+    if (pm_schema_writer_create((const char *)b.data, b.len, NULL, &w, &err) != 0)
+        snprintf(why, whylen, "%.*s: %s", (int)pm_utf8_cut(path, strlen(path), 600), path,
+                 err.message);
     pm_buf_free(&b);
-    return ok;
+    return w;
 }
 
 static int parse_schema_ids(decode_state *st, const char *spec, bool strict, pm_error *err)
@@ -99,8 +94,8 @@ static int parse_schema_ids(decode_state *st, const char *spec, bool strict, pm_
         schema_id *x = &st->ids[st->ids_len++];
         x->id = (uint32_t)id;
         x->why[0] = '\0';
-        x->accepted = schema_file_matches(path, x->why, sizeof x->why);
-        if (!x->accepted && strict)
+        x->writer = schema_file_writer(path, x->why, sizeof x->why);
+        if (!x->writer && strict)
             return pm_error_set(err, PM_ERR_CONFIG, "kafka.schema_ids: id %u: %s", x->id, x->why);
     }
     return 0;
@@ -110,6 +105,8 @@ static void decode_destroy(void *state)
 {
     decode_state *st = state;
     if (st) {
+        for (size_t i = 0; i < st->ids_len; i++)
+            pm_schema_writer_destroy(st->ids[i].writer);
         free(st->ids);
         free(st);
     }
@@ -148,10 +145,11 @@ static int decode_json(const pm_buf *raw, json_t **out, pm_error *err)
     return rc;
 }
 
-static int decode_avro(const unsigned char *data, size_t len, json_t **out, pm_error *err)
+static int decode_avro(const pm_schema_writer *writer, const unsigned char *data, size_t len,
+                       json_t **out, pm_error *err)
 {
     size_t used;
-    if (pm_schema_avro_decode(data, len, &used, out, err) != 0)
+    if (pm_schema_writer_decode(writer, data, len, &used, out, err) != 0)
         return -1;
     if (used != len) {
         json_decref(*out);
@@ -174,10 +172,10 @@ static int decode_confluent(const decode_state *st, const pm_buf *raw, json_t **
     for (size_t i = 0; i < st->ids_len; i++) {
         if (st->ids[i].id != id)
             continue;
-        if (!st->ids[i].accepted)
+        if (!st->ids[i].writer)
             return pm_reject(err, "avro.schema_id", "", "schema id %u is not accepted: %s", id,
                              st->ids[i].why);
-        return decode_avro(raw->data + 5, raw->len - 5, out, err);
+        return decode_avro(st->ids[i].writer, raw->data + 5, raw->len - 5, out, err);
     }
     return pm_reject(err, "avro.schema_id", "",
                      "schema id %u is not one of kafka.schema_ids", id);
@@ -202,7 +200,7 @@ static int decode_process(void *state, void *scratch, pm_job *job)
         rc = decode_json(&job->raw, &rec, err);
         break;
     case PM_INPUT_AVRO:
-        rc = decode_avro(job->raw.data, job->raw.len, &rec, err);
+        rc = decode_avro(job->writer, job->raw.data, job->raw.len, &rec, err);
         break;
     case PM_INPUT_CONFLUENT:
         rc = decode_confluent(st, &job->raw, &rec, err);

@@ -75,6 +75,7 @@ static void teardown(void)
 }
 
 TestSuite(decode, .init = setup, .fini = teardown);
+TestSuite(resolve, .init = setup, .fini = teardown);
 
 /* Decode raw bytes; the job is returned for inspection (caller frees). */
 static int run(pm_job *job, pm_input_format fmt, const void *raw, size_t len)
@@ -403,7 +404,8 @@ Test(decode, confluent_frame_errors)
     memcpy(framed, "\x00\x00\x00\x00\x07", 5); /* id 7: configured, another schema */
     cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5), -1);
     expect_reject(&job, "avro.schema_id", "");
-    cr_assert(strstr(job.err.message, "not the compiled schema"), "%s", job.err.message);
+    cr_assert(strstr(job.err.message, "cannot be read as com.passmill.PassRequest"), "%s",
+              job.err.message);
     pm_job_free(&job);
 
     memcpy(framed, "\x00\x01\x00\x00\x01", 5); /* id 16777217 */
@@ -717,4 +719,253 @@ Test(decode_config, schema_ids_checked_at_create)
     cr_assert_eq(pm_stage_decode.create(&cx, &st, &err), 0, "%s", err.message);
     pm_stage_decode.destroy(st);
     pm_config_destroy(c);
+}
+
+/* ---- schema resolution (Avro specification, "Schema Resolution") ---- */
+
+typedef struct enc {
+    unsigned char b[1024];
+    size_t n;
+} enc;
+
+static void e_long(enc *e, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    while (z > 0x7f) {
+        e->b[e->n++] = (unsigned char)((z & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    e->b[e->n++] = (unsigned char)z;
+}
+
+static void e_str(enc *e, const char *s)
+{
+    e_long(e, (int64_t)strlen(s));
+    memcpy(e->b + e->n, s, strlen(s));
+    e->n += strlen(s);
+}
+
+static void e_float(enc *e, float f)
+{
+    memcpy(e->b + e->n, &f, 4); /* little-endian host, as Avro */
+    e->n += 4;
+}
+
+static void e_double(enc *e, double d)
+{
+    memcpy(e->b + e->n, &d, 8);
+    e->n += 8;
+}
+
+static const char *READER =
+    "{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"t\",\"fields\":["
+    "{\"name\":\"a\",\"type\":\"int\"},"
+    "{\"name\":\"b\",\"type\":\"string\",\"default\":\"dflt\"},"
+    "{\"name\":\"c\",\"type\":\"long\"},"
+    "{\"name\":\"d\",\"type\":\"double\"},"
+    "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"X\",\"Y\",\"Z\"],"
+    "\"default\":\"Z\"}},"
+    "{\"name\":\"f\",\"type\":[\"null\",\"string\"],\"default\":null},"
+    "{\"name\":\"g\",\"type\":\"string\",\"aliases\":[\"old_g\"]}]}";
+
+static pm_schema_writer *writer_for(const char *wfields)
+{
+    char text[2048];
+    snprintf(text, sizeof text, "{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"t\","
+             "\"fields\":[%s]}", wfields);
+    pm_schema_writer *w;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_create(text, strlen(text), READER, &w, &err), 0, "%s: %s",
+                 wfields, err.message);
+    return w;
+}
+
+static void resolves_to(pm_schema_writer *w, const enc *e, const char *want)
+{
+    json_t *out = NULL;
+    size_t used;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_decode(w, e->b, e->n, &used, &out, &err), 0, "%s %s: %s",
+                 err.reason, err.field, err.message);
+    cr_assert_eq(used, e->n);
+    json_t *exp = parse(want);
+    char *got = dump(out);
+    cr_assert(json_equal(out, exp), "got %s, want %s", got, want);
+    /* and in the reader's field order */
+    char *want_txt = dump(exp);
+    cr_assert_str_eq(got, want_txt);
+    free(want_txt);
+    free(got);
+    json_decref(exp);
+    json_decref(out);
+    /* measuring walks the writer's bytes alone */
+    cr_assert_eq(pm_schema_writer_decode(w, e->b, e->n, &used, NULL, &err), 0);
+    cr_assert_eq(used, e->n);
+}
+
+#define E_FIELD "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"X\",\"Y\",\"Z\"]}}"
+
+Test(resolve, the_same_schema_needs_no_resolution)
+{
+    pm_schema_writer *w;
+    pm_error err;
+    cr_assert_eq(pm_schema_writer_create(READER, strlen(READER), READER, &w, &err), 0, "%s",
+                 err.message);
+    cr_assert(pm_schema_writer_is_reader(w));
+    pm_schema_writer_destroy(w);
+    cr_assert_eq(pm_schema_writer_create(pm_schema_pass_request_json,
+                                         strlen(pm_schema_pass_request_json), NULL, &w, &err), 0);
+    cr_assert(pm_schema_writer_is_reader(w));
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, added_field_takes_its_default_and_removed_field_is_skipped)
+{
+    /* writer lacks b and f (reader defaults), has an extra array field */
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},"
+        "{\"name\":\"gone\",\"type\":{\"type\":\"array\",\"items\":\"string\"}},"
+        "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+        "{\"name\":\"g\",\"type\":\"string\"},"
+        "{\"name\":\"gone2\",\"type\":[\"null\",{\"type\":\"map\",\"values\":\"long\"}]}");
+    cr_assert_not(pm_schema_writer_is_reader(w));
+    enc e = {.n = 0};
+    e_long(&e, 7);
+    e_long(&e, 2); e_str(&e, "x"); e_str(&e, "y"); e_long(&e, 0); /* gone: ["x","y"] */
+    e_long(&e, 1LL << 40);
+    e_double(&e, 0.25);
+    e_long(&e, 1);
+    e_str(&e, "gee");
+    e_long(&e, 1); e_long(&e, 1); e_str(&e, "k"); e_long(&e, 5); e_long(&e, 0); /* gone2 */
+    resolves_to(w, &e, "{\"a\":7,\"b\":\"dflt\",\"c\":1099511627776,\"d\":0.25,\"e\":\"Y\","
+                       "\"f\":null,\"g\":\"gee\"}");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, reordered_fields_come_out_in_reader_order)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"g\",\"type\":\"string\"}," E_FIELD ",{\"name\":\"f\",\"type\":[\"null\",\"string\"]},"
+        "{\"name\":\"d\",\"type\":\"double\"},{\"name\":\"c\",\"type\":\"long\"},"
+        "{\"name\":\"b\",\"type\":\"string\"},{\"name\":\"a\",\"type\":\"int\"}");
+    enc e = {.n = 0};
+    e_str(&e, "G");
+    e_long(&e, 2);
+    e_long(&e, 1); e_str(&e, "eff");
+    e_double(&e, -1.5);
+    e_long(&e, -3);
+    e_str(&e, "B");
+    e_long(&e, 42);
+    resolves_to(w, &e, "{\"a\":42,\"b\":\"B\",\"c\":-3,\"d\":-1.5,\"e\":\"Z\",\"f\":\"eff\","
+                       "\"g\":\"G\"}");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, numbers_promote_and_unions_resolve_branch_by_branch)
+{
+    /* c: int -> long; d: float -> double; f: plain string -> ["null","string"] */
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"bytes\"},"
+        "{\"name\":\"c\",\"type\":\"int\"},{\"name\":\"d\",\"type\":\"float\"}," E_FIELD ","
+        "{\"name\":\"f\",\"type\":\"string\"},{\"name\":\"g\",\"type\":\"string\"}");
+    enc e = {.n = 0};
+    e_long(&e, 1);
+    e_str(&e, "raw"); /* bytes read as string */
+    e_long(&e, -2147483648LL);
+    e_float(&e, 0.5f);
+    e_long(&e, 0);
+    e_str(&e, "plain");
+    e_str(&e, "g");
+    resolves_to(w, &e, "{\"a\":1,\"b\":\"raw\",\"c\":-2147483648,\"d\":0.5,\"e\":\"X\","
+                       "\"f\":\"plain\",\"g\":\"g\"}");
+    pm_schema_writer_destroy(w);
+    /* d: long -> double; f: a writer union with a branch the reader lacks */
+    w = writer_for("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"long\"},"
+                   "{\"name\":\"d\",\"type\":\"long\"}," E_FIELD ","
+                   "{\"name\":\"f\",\"type\":[\"null\",\"string\",\"boolean\"]},"
+                   "{\"name\":\"g\",\"type\":\"string\"}");
+    e.n = 0;
+    e_long(&e, 1); e_long(&e, 2); e_long(&e, 3); e_long(&e, 0);
+    e_long(&e, 1); e_str(&e, "s");
+    e_str(&e, "g");
+    resolves_to(w, &e, "{\"a\":1,\"b\":\"dflt\",\"c\":2,\"d\":3.0,\"e\":\"X\",\"f\":\"s\","
+                       "\"g\":\"g\"}");
+    /* the boolean branch: well-formed, but no reader value */
+    e.n = 0;
+    e_long(&e, 1); e_long(&e, 2); e_long(&e, 3); e_long(&e, 0);
+    e_long(&e, 2); e.b[e.n++] = 1;
+    e_str(&e, "g");
+    json_t *out = NULL;
+    pm_error err;
+    size_t used;
+    cr_assert_eq(pm_schema_writer_decode(w, e.b, e.n, &used, &out, &err), -1);
+    cr_assert_str_eq(err.reason, "avro.resolve");
+    cr_assert_str_eq(err.field, "f");
+    cr_assert(strstr(err.message, "boolean"), "%s", err.message);
+    cr_assert_null(out);
+    cr_assert_eq(pm_schema_writer_decode(w, e.b, e.n, &used, NULL, &err), 0, "measurable");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, renamed_field_by_alias_and_enum_symbol_by_default)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"long\"},"
+        "{\"name\":\"d\",\"type\":\"double\"},"
+        "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"W\",\"X\"]}},"
+        "{\"name\":\"old_g\",\"type\":\"string\"}");
+    enc e = {.n = 0};
+    e_long(&e, 5); e_long(&e, 6); e_double(&e, 7.0);
+    e_long(&e, 0); /* W: not a reader symbol, so the reader's default Z */
+    e_str(&e, "was old_g");
+    resolves_to(w, &e, "{\"a\":5,\"b\":\"dflt\",\"c\":6,\"d\":7.0,\"e\":\"Z\",\"f\":null,"
+                       "\"g\":\"was old_g\"}");
+    e.n = 0;
+    e_long(&e, 5); e_long(&e, 6); e_double(&e, 7.0);
+    e_long(&e, 1);
+    e_str(&e, "g2");
+    resolves_to(w, &e, "{\"a\":5,\"b\":\"dflt\",\"c\":6,\"d\":7.0,\"e\":\"X\",\"f\":null,"
+                       "\"g\":\"g2\"}");
+    pm_schema_writer_destroy(w);
+}
+
+static void incompatible(const char *wtext, const char *want1, const char *want2)
+{
+    pm_schema_writer *w = NULL;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_create(wtext, strlen(wtext), READER, &w, &err), -1,
+                 "accepted %s", wtext);
+    cr_assert_null(w);
+    cr_assert_eq(err.code, PM_ERR_FORMAT);
+    cr_assert(strstr(err.message, want1), "%s", err.message);
+    cr_assert(!want2 || strstr(err.message, want2), "%s", err.message);
+}
+
+Test(resolve, an_incompatible_writer_is_a_clear_error)
+{
+    /* a: string cannot be read as int */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"string\"},"
+                 "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+                 "{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field a", "the writer's string cannot be read as the reader's int");
+    /* long cannot be narrowed to int */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"long\"},"
+                 "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+                 "{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field a", "long cannot be read as the reader's int");
+    /* c has no default and the writer lacks it */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+                 "{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ",{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field c", "no default");
+    /* another record */
+    incompatible("{\"type\":\"record\",\"name\":\"Other\",\"fields\":[]}", "Other", "names differ");
+    /* not a schema at all, or an invalid one */
+    incompatible("{\"type\":\"record\"", "not JSON", NULL);
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"nosuch\"}]}",
+                 "unknown", "nosuch");
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+                 "{\"name\":\"a\",\"type\":\"int\"}]}", "defined twice", NULL);
 }

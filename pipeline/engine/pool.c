@@ -32,6 +32,8 @@ struct pm_pool {
 
 static void run_stages(pm_pool *p, worker *w, pm_job *job)
 {
+    if (job->err.code != PM_OK) /* the source already rejected it */
+        return;
     for (size_t i = 0; i < p->n_stages; i++) {
         if (p->stages[i]->process(p->states[i], w->scratch[i], job) != 0) {
             if (job->err.code == PM_OK) /* a stage forgot to say why */
