@@ -51,12 +51,24 @@ static void setup(void)
     tmp = pmt_tmpdir("decode");
     cr_assert_not_null(tmp);
     /* id 7 names a valid Avro schema that is not ours. */
-    char other[512], ids[1200];
+    char other[512], evolved[512], ids[2000];
     snprintf(other, sizeof other, "%s/other.avsc", tmp);
     const char *otxt = "{\"type\":\"record\",\"name\":\"Other\",\"fields\":"
                        "[{\"name\":\"x\",\"type\":\"long\"}]}";
     cr_assert_eq(pmt_write_file(other, otxt, strlen(otxt)), 0);
-    snprintf(ids, sizeof ids, "1:%s, 7:%s", pmt_src("schemas/pass_request.avsc"), other);
+    /* id 3: the compiled schema with one more optional field at the end */
+    json_t *def = json_loads(pm_schema_pass_request_json, 0, NULL);
+    cr_assert_not_null(def);
+    json_array_append_new(json_object_get(def, "fields"),
+                          json_pack("{s:s, s:[s,s], s:n}", "name", "promo_code", "type", "null",
+                                    "string", "default"));
+    char *etxt = json_dumps(def, JSON_COMPACT);
+    json_decref(def);
+    snprintf(evolved, sizeof evolved, "%s/evolved.avsc", tmp);
+    cr_assert_eq(pmt_write_file(evolved, etxt, strlen(etxt)), 0);
+    free(etxt);
+    snprintf(ids, sizeof ids, "1:%s, 7:%s, 3:%s", pmt_src("schemas/pass_request.avsc"), other,
+             evolved);
     cfg = pm_config_create();
     cr_assert_not_null(cfg);
     cr_assert_eq(pm_config_set(cfg, "kafka.schema_ids", ids, &err), 0, "%s", err.message);
@@ -968,4 +980,75 @@ Test(resolve, an_incompatible_writer_is_a_clear_error)
                  "unknown", "nosuch");
     incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
                  "{\"name\":\"a\",\"type\":\"int\"}]}", "defined twice", NULL);
+}
+
+Test(decode, confluent_writer_schema_with_one_more_field_is_resolved)
+{
+    json_t *in = parse(MINIMAL);
+    size_t len;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *framed = malloc(len + 5 + 12);
+    memcpy(framed + 5, bin, len);
+    memcpy(framed + 5 + len, "\x02\x14SPRING2027", 12); /* promo_code */
+    pm_job job;
+    memcpy(framed, "\x00\x00\x00\x00\x03", 5); /* id 3: the evolved schema */
+    cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5 + 12), 0, "%s %s: %s",
+                 job.err.reason, job.err.field, job.err.message);
+    char *got = dump(job.record);
+    cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+    free(got);
+    pm_job_free(&job);
+    /* the same bytes under id 1 (the compiled schema): the field is trailing garbage */
+    memcpy(framed, "\x00\x00\x00\x00\x01", 5);
+    cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5 + 12), -1);
+    expect_reject(&job, "avro.decode", "");
+    pm_job_free(&job);
+    free(framed);
+    free(bin);
+    json_decref(in);
+}
+
+/* Whether s is whole UTF-8, as a reject line's JSON string needs. */
+static bool valid_utf8(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
+#define MIXED "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80" /* 1-, 2-, 3-, 4-byte characters */
+
+Test(decode, quoted_values_and_long_paths_are_cut_between_characters)
+{
+    for (size_t pad = 0; pad < 10; pad++) {
+        char val[200];
+        memset(val, 'Q', pad);
+        val[pad] = '\0';
+        while (strlen(val) + 10 < 190)
+            strcat(val, MIXED);
+        /* an enum value quoted in the message (cut to 40 bytes) */
+        char with[300];
+        snprintf(with, sizeof with, "\"format\":\"%s\"", val);
+        char *text = minimal_with("\"format\":\"QRCODE\"", with);
+        pm_job job;
+        cr_assert_eq(run_json(&job, text), -1);
+        expect_reject(&job, "schema.enum", "barcode.format");
+        cr_assert(valid_utf8(job.err.message), "pad %zu: %s", pad, job.err.message);
+        cr_assert(strstr(job.err.message, "'..."), "pad %zu: %s", pad, job.err.message);
+        pm_job_free(&job);
+        free(text);
+        /* a map key longer than a field path holds */
+        snprintf(with, sizeof with, "\"attendee\":{},\"metadata\":{\"%s\":5}", val);
+        text = minimal_with("\"attendee\":{}", with);
+        cr_assert_eq(run_json(&job, text), -1);
+        cr_assert_str_eq(job.err.reason, "schema.type");
+        cr_assert(valid_utf8(job.err.field), "pad %zu: %s", pad, job.err.field);
+        cr_assert_gt(strlen(job.err.field), sizeof job.err.field - 5, "cut, not dropped");
+        char full[300];
+        snprintf(full, sizeof full, "metadata.%s", val);
+        cr_assert_eq(strncmp(job.err.field, full, strlen(job.err.field)), 0);
+        cr_assert(valid_utf8(job.err.message), "pad %zu", pad);
+        pm_job_free(&job);
+        free(text);
+    }
 }
