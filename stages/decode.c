@@ -132,14 +132,91 @@ static int decode_create(const pm_context *ctx, void **state, pm_error *err)
 
 /* ---- decoding ---- */
 
+/*
+ * The path of the key being read when the parser stopped at byte pos:
+ * "event.start", "locations[2].latitude", or "" when no key was being read
+ * (the record as a whole, or a key itself).  A light scan of the bytes
+ * before pos: strings are skipped whole, so a brace inside one is no
+ * brace; keys are kept as written (escapes not decoded).
+ */
+static void json_error_path(const unsigned char *p, size_t pos, char *out, size_t outlen)
+{
+    enum { MAXD = 32 };
+    typedef struct frame {
+        bool obj, have_key;
+        size_t key_at, key_len, index;
+    } frame;
+    frame st[MAXD];
+    int depth = 0; /* frames beyond MAXD are counted, not kept */
+    bool want_key = false;
+    for (size_t i = 0; i < pos; i++) {
+        unsigned char c = p[i];
+        if (c == '"') {
+            size_t start = ++i;
+            while (i < pos && p[i] != '"')
+                i += p[i] == '\\' ? 2 : 1;
+            if (i >= pos)
+                break; /* stopped inside this string */
+            if (want_key && depth > 0 && depth <= MAXD) {
+                st[depth - 1].key_at = start;
+                st[depth - 1].key_len = i - start;
+                st[depth - 1].have_key = true;
+            } else if (depth > 0 && depth <= MAXD && st[depth - 1].obj && i + 1 < pos) {
+                /* its value is read (jansson stops just after a string
+                 * it refuses: that one is still being read) */
+                st[depth - 1].have_key = false;
+            }
+            want_key = false;
+        } else if (c == '{' || c == '[') {
+            if (depth < MAXD)
+                st[depth] = (frame){c == '{', false, 0, 0, 0};
+            depth++;
+            want_key = c == '{';
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--;
+            want_key = false;
+            if (depth > 0 && depth <= MAXD && st[depth - 1].obj)
+                st[depth - 1].have_key = false; /* its value is read */
+        } else if (c == ',' && depth > 0 && depth <= MAXD) {
+            if (st[depth - 1].obj) {
+                st[depth - 1].have_key = false;
+                want_key = true;
+            } else {
+                st[depth - 1].index++;
+            }
+        }
+    }
+    size_t len = 0;
+    out[0] = '\0';
+    for (int d = 0; d < depth && d < MAXD && len + 1 < outlen; d++) {
+        int n;
+        if (st[d].obj && !st[d].have_key)
+            break;
+        if (st[d].obj)
+            n = snprintf(out + len, outlen - len, "%s%.*s", len ? "." : "",
+                         (int)st[d].key_len, (const char *)p + st[d].key_at);
+        else
+            n = snprintf(out + len, outlen - len, "[%zu]", st[d].index);
+        if (n < 0)
+            break;
+        len += (size_t)n < outlen - len ? (size_t)n : outlen - len - 1;
+    }
+}
+
 static int decode_json(const pm_buf *raw, json_t **out, pm_error *err)
 {
     json_error_t jerr;
     /* jansson checks UTF-8, refuses \u0000 and (with the flag) duplicates. */
     json_t *in = json_loadb((const char *)raw->data, raw->len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!in)
-        return pm_reject(err, "json.syntax", "", "invalid JSON at line %d column %d: %s",
-                         jerr.line, jerr.column, jerr.text);
+    if (!in) {
+        /* The column is in characters, within the line; the field is the
+         * key being read, when one was (pm_reject cuts it whole). */
+        char path[sizeof err->field];
+        size_t pos = jerr.position > 0 ? (size_t)jerr.position : 0;
+        json_error_path(raw->data, pos < raw->len ? pos : raw->len, path, sizeof path);
+        return pm_reject(err, "json.syntax", path, "invalid JSON at column %d%s%s: %s",
+                         jerr.column, path[0] ? ", reading " : "", path, jerr.text);
+    }
     int rc = pm_schema_normalize(in, out, err);
     json_decref(in);
     return rc;

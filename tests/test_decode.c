@@ -319,13 +319,31 @@ Test(decode, bad_enum_symbols_rejected)
 
 Test(decode, json_syntax_errors)
 {
-    json_reject("{\"serial_number\":", "json.syntax", "");
+    /* the field is the key being read when the parser stopped, if any */
+    json_reject("{\"serial_number\":", "json.syntax", "serial_number");
     json_reject("", "json.syntax", "");
     json_reject("not json", "json.syntax", "");
     json_reject("\"a string\"", "json.syntax", "");
-    json_reject("{\"serial_number\":\"a\xff\xfe\"}", "json.syntax", "");  /* invalid UTF-8 */
-    json_reject("{\"serial_number\":\"a\\u0000b\"}", "json.syntax", "");   /* NUL */
-    json_reject("{\"serial_number\":\"a\",\"serial_number\":\"b\"}", "json.syntax", "");
+    json_reject("{\"serial_number\":\"a\xff\xfe\"}", "json.syntax", "serial_number"); /* bad UTF-8 */
+    json_reject("{\"serial_number\":\"a\\u0000b\"}", "json.syntax", "serial_number");  /* NUL */
+    json_reject("{\"serial_number\":\"a\",\"serial_number\":\"b\"}", "json.syntax",
+                "serial_number");
+    json_reject("{\"event\":{\"name\":\"x\",\"start\": tru}}", "json.syntax", "event.start");
+    json_reject("{\"locations\":[{\"latitude\":1},{\"latitude\":-}]}", "json.syntax",
+                "locations[1].latitude");
+    json_reject("{\"a{[\\\"\":{\"b\":[1,2,@", "json.syntax", "a{[\\\".b[2]"); /* braces in a key */
+    json_reject("{\"event\":{\"name\":\"x\",", "json.syntax", "event"); /* a key expected */
+    json_reject("{\"event\":{} x", "json.syntax", "");
+    pm_job job;
+    cr_assert_eq(run_json(&job, "{\"serial_number\": \"\xc3\xa9\xc3\xa9\", \"action\": @}"), -1);
+    cr_assert(strstr(job.err.message, "column 35"), "column in characters: %s", job.err.message);
+    cr_assert(strstr(job.err.message, "reading action"), "%s", job.err.message);
+    cr_assert_str_eq(job.err.field, "action");
+    pm_job_free(&job);
+    /* after a value, no key is being read */
+    cr_assert_eq(run_json(&job, "{\"serial_number\": \"x\" @}"), -1);
+    cr_assert_str_eq(job.err.field, "");
+    pm_job_free(&job);
     char *two = minimal_with("\"attendee\":{}", "\"attendee\":{}");
     size_t n = strlen(two);
     two = realloc(two, n + 4);
