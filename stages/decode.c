@@ -4,16 +4,21 @@
  * JSON goes through jansson then pm_schema_normalize(); Avro and
  * Confluent-framed Avro go through pm_schema_avro_decode(), which checks
  * every length against the bytes present, so hostile input cannot make it
- * allocate or read out of bounds.  The state (accepted schema ids) is built
- * once by create() and only read afterwards; no per-worker scratch.
+ * allocate or read out of bounds.  The state (schema ids from
+ * kafka.schema_ids) is built once by create() and only read afterwards;
+ * the one mutable part is the cache of schemas fetched from the schema
+ * registry, behind its own mutex.  No per-worker scratch.
  */
 #include "stages/decode.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <curl/curl.h>
 
 #include "record/schema.h"
 
@@ -23,10 +28,22 @@ typedef struct schema_id {
     char why[1200];           /* not accepted: why, for the reject message */
 } schema_id;
 
+/* A Confluent-compatible schema registry: GET {url}/schemas/ids/{id}. */
+typedef struct registry {
+    char *url;                /* without a trailing '/'; NULL: none */
+    pthread_mutex_t mu;       /* guards the cache and serialises fetches */
+    schema_id *cache;         /* ids fetched, accepted or not (ids never change) */
+    size_t len, cap;
+} registry;
+
 typedef struct decode_state {
     schema_id *ids;
     size_t ids_len;
+    registry reg;
 } decode_state;
+
+#define PM_REGISTRY_MAX ((size_t)16 << 20) /* bytes of one registry answer */
+#define PM_REGISTRY_TIMEOUT_MS 10000L
 
 /* ---- kafka.schema_ids ---- */
 
@@ -101,6 +118,108 @@ static int parse_schema_ids(decode_state *st, const char *spec, bool strict, pm_
     return 0;
 }
 
+/* ---- the schema registry ---- */
+
+static size_t registry_write(char *data, size_t size, size_t n, void *arg)
+{
+    pm_buf *b = arg;
+    if (b->len + size * n > PM_REGISTRY_MAX || pm_buf_append(b, data, size * n) != 0)
+        return 0; /* curl then fails the transfer */
+    return size * n;
+}
+
+/*
+ * Fetch id into x (writer, or why it is not accepted): 0, or -1 with err
+ * when the registry could not be asked (then nothing is cached and the
+ * record fails, to be retried, rather than being rejected).  Neither the
+ * URL nor curl's error text (which names the host) is quoted: the URL may
+ * carry credentials.
+ */
+static int registry_fetch(const registry *reg, uint32_t id, schema_id *x, pm_error *err)
+{
+    char url[2048];
+    if ((size_t)snprintf(url, sizeof url, "%s/schemas/ids/%u", reg->url, id) >= sizeof url)
+        return pm_error_set(err, PM_ERR_CONFIG, "kafka.schema_registry_url is too long");
+    CURL *c = curl_easy_init();
+    if (!c)
+        return pm_error_set(err, PM_ERR_NOMEM, "schema registry: cannot start curl");
+    pm_buf body = PM_BUF_INIT;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, PM_REGISTRY_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, registry_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    int ret = 0;
+    x->id = id;
+    x->writer = NULL;
+    x->why[0] = '\0';
+    if (rc != CURLE_OK) {
+        ret = pm_error_set(err, PM_ERR_IO, "schema registry (kafka.schema_registry_url): "
+                           "schema id %u: %s", id, curl_easy_strerror(rc));
+    } else if (status == 404) {
+        snprintf(x->why, sizeof x->why, "the schema registry has no schema id %u", id);
+    } else if (status != 200) {
+        ret = pm_error_set(err, PM_ERR_IO, "schema registry (kafka.schema_registry_url): "
+                           "schema id %u: HTTP status %ld", id, status);
+    } else {
+        json_error_t jerr;
+        json_t *j = json_loadb((const char *)body.data, body.len, 0, &jerr);
+        const char *type = json_string_value(json_object_get(j, "schemaType"));
+        json_t *text = json_object_get(j, "schema");
+        pm_error werr;
+        if (!json_is_string(text))
+            snprintf(x->why, sizeof x->why, "the schema registry's answer for id %u has no "
+                     "\"schema\" string", id);
+        else if (type && strcmp(type, "AVRO") != 0)
+            snprintf(x->why, sizeof x->why, "schema id %u is a %.32s schema, not Avro", id, type);
+        else if (pm_schema_writer_create(json_string_value(text), json_string_length(text), NULL,
+                                         &x->writer, &werr) != 0)
+            snprintf(x->why, sizeof x->why, "schema id %u from the schema registry: %s", id,
+                     werr.message);
+        json_decref(j);
+    }
+    pm_buf_free(&body);
+    return ret;
+}
+
+/* The writer schema of id from the registry (cached); NULL with why. */
+static int registry_lookup(registry *reg, uint32_t id, const pm_schema_writer **w,
+                           char *why, size_t whylen, pm_error *err)
+{
+    int rc = 0;
+    pthread_mutex_lock(&reg->mu);
+    size_t i = 0;
+    while (i < reg->len && reg->cache[i].id != id)
+        i++;
+    if (i == reg->len) {
+        schema_id x;
+        if (reg->len == reg->cap) {
+            size_t cap = reg->cap ? reg->cap * 2 : 8;
+            schema_id *v = realloc(reg->cache, cap * sizeof *v);
+            if (!v) {
+                pthread_mutex_unlock(&reg->mu);
+                return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+            }
+            reg->cache = v;
+            reg->cap = cap;
+        }
+        rc = registry_fetch(reg, id, &x, err);
+        if (rc == 0)
+            reg->cache[reg->len++] = x;
+    }
+    if (rc == 0) {
+        *w = reg->cache[i].writer;
+        snprintf(why, whylen, "%s", reg->cache[i].why);
+    }
+    pthread_mutex_unlock(&reg->mu);
+    return rc;
+}
+
 static void decode_destroy(void *state)
 {
     decode_state *st = state;
@@ -108,6 +227,14 @@ static void decode_destroy(void *state)
         for (size_t i = 0; i < st->ids_len; i++)
             pm_schema_writer_destroy(st->ids[i].writer);
         free(st->ids);
+        if (st->reg.url) {
+            for (size_t i = 0; i < st->reg.len; i++)
+                pm_schema_writer_destroy(st->reg.cache[i].writer);
+            free(st->reg.cache);
+            free(st->reg.url);
+            pthread_mutex_destroy(&st->reg.mu);
+            curl_global_cleanup();
+        }
         free(st);
     }
 }
@@ -125,6 +252,30 @@ static int decode_create(const pm_context *ctx, void **state, pm_error *err)
     if (cfg && parse_schema_ids(st, cfg->kafka_schema_ids, strict, err) != 0) {
         decode_destroy(st);
         return -1;
+    }
+    const char *url = cfg ? cfg->kafka_schema_registry_url : NULL;
+    if (url && *url) {
+        if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+            decode_destroy(st);
+            return pm_error_set(err, PM_ERR_CONFIG,
+                                "kafka.schema_registry_url must start with http:// or https://");
+        }
+        /* before any worker thread: curl_global_init is not thread-safe */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            decode_destroy(st);
+            return pm_error_set(err, PM_ERR_INTERNAL, "curl_global_init failed");
+        }
+        size_t n = strlen(url);
+        while (n > 0 && url[n - 1] == '/')
+            n--;
+        st->reg.url = strndup(url, n);
+        pthread_mutex_init(&st->reg.mu, NULL);
+        if (!st->reg.url) {
+            curl_global_cleanup();
+            pthread_mutex_destroy(&st->reg.mu);
+            decode_destroy(st);
+            return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        }
     }
     *state = st;
     return 0;
@@ -237,7 +388,7 @@ static int decode_avro(const pm_schema_writer *writer, const unsigned char *data
     return 0;
 }
 
-static int decode_confluent(const decode_state *st, const pm_buf *raw, json_t **out,
+static int decode_confluent(decode_state *st, const pm_buf *raw, json_t **out,
                             pm_error *err)
 {
     if (raw->len < 5 || raw->data[0] != 0)
@@ -254,14 +405,22 @@ static int decode_confluent(const decode_state *st, const pm_buf *raw, json_t **
                              st->ids[i].why);
         return decode_avro(st->ids[i].writer, raw->data + 5, raw->len - 5, out, err);
     }
-    return pm_reject(err, "avro.schema_id", "",
-                     "schema id %u is not one of kafka.schema_ids", id);
+    if (!st->reg.url)
+        return pm_reject(err, "avro.schema_id", "",
+                         "schema id %u is not one of kafka.schema_ids", id);
+    const pm_schema_writer *w = NULL;
+    char why[1200];
+    if (registry_lookup(&st->reg, id, &w, why, sizeof why, err) != 0)
+        return -1;
+    if (!w)
+        return pm_reject(err, "avro.schema_id", "", "schema id %u is not accepted: %s", id, why);
+    return decode_avro(w, raw->data + 5, raw->len - 5, out, err);
 }
 
 static int decode_process(void *state, void *scratch, pm_job *job)
 {
     (void)scratch;
-    const decode_state *st = state;
+    decode_state *st = state;
     pm_error *err = &job->err;
     json_t *rec = NULL;
     int rc;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <avro.h>
 
@@ -80,6 +81,8 @@ static void setup(void)
 
 static void teardown(void)
 {
+    /* a fake schema registry a failed test left running */
+    pmt_sh("if [ -f '%s/reg.pid' ]; then kill $(cat '%s/reg.pid') 2>/dev/null; fi; true", tmp, tmp);
     pm_stage_decode.destroy(state);
     pm_config_destroy(cfg);
     pmt_rmrf(tmp);
@@ -1069,4 +1072,114 @@ Test(decode, quoted_values_and_long_paths_are_cut_between_characters)
         pm_job_free(&job);
         free(text);
     }
+}
+
+/* Frame a datum with a Confluent header for id. */
+static unsigned char *frame(uint32_t id, const unsigned char *datum, size_t len, size_t *out_len)
+{
+    unsigned char *f = malloc(len + 5);
+    f[0] = 0;
+    f[1] = (unsigned char)(id >> 24);
+    f[2] = (unsigned char)(id >> 16);
+    f[3] = (unsigned char)(id >> 8);
+    f[4] = (unsigned char)id;
+    memcpy(f + 5, datum, len);
+    *out_len = len + 5;
+    return f;
+}
+
+static int decode_with(void *st, pm_job *job, const unsigned char *raw, size_t len)
+{
+    pm_job_init(job);
+    job->format = PM_INPUT_CONFLUENT;
+    cr_assert_eq(pm_buf_append(&job->raw, raw, len), 0);
+    return pm_stage_decode.process(st, NULL, job);
+}
+
+Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
+{
+    /* the registry knows id 3 (the evolved schema) and id 4 (another record) */
+    cr_assert_eq(pmt_sh("mkdir -p '%s/reg/ids' && cp '%s/evolved.avsc' '%s/reg/ids/3.avsc' && "
+                        "printf '%%s' '{\"type\":\"record\",\"name\":\"Other\",\"fields\":[]}' "
+                        "> '%s/reg/ids/4.avsc'", tmp, tmp, tmp, tmp), 0);
+    cr_assert_eq(pmt_sh("python3 '%s' '%s/reg' >/dev/null 2>&1 & echo $! > '%s/reg.pid'",
+                        pmt_src("tests/fake_schema_registry.py"), tmp, tmp), 0);
+    char portfile[1024], *port = NULL;
+    snprintf(portfile, sizeof portfile, "%s/reg/port", tmp);
+    for (int i = 0; i < 200 && !(port = pmt_read_file(portfile, NULL)); i++)
+        usleep(50000);
+    cr_assert_not_null(port, "the fake registry did not start");
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/", port);
+    free(port);
+
+    pm_error err;
+    pm_config *c = pm_config_create();
+    char ids[1100];
+    snprintf(ids, sizeof ids, "1:%s", pmt_src("schemas/pass_request.avsc"));
+    cr_assert_eq(pm_config_set(c, "kafka.schema_ids", ids, &err), 0);
+    cr_assert_eq(pm_config_set(c, "kafka.schema_registry_url", url, &err), 0, "%s", err.message);
+    pm_context cx;
+    memset(&cx, 0, sizeof cx);
+    cx.config = c;
+    void *st;
+    cr_assert_eq(pm_stage_decode.create(&cx, &st, &err), 0, "%s", err.message);
+
+    json_t *in = parse(MINIMAL);
+    size_t len, flen;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *datum = malloc(len + 12);
+    memcpy(datum, bin, len);
+    memcpy(datum + len, "\x02\x14SPRING2027", 12); /* promo_code */
+    pm_job job;
+    for (int k = 0; k < 3; k++) { /* fetched once, then cached */
+        unsigned char *f = frame(3, datum, len + 12, &flen);
+        cr_assert_eq(decode_with(st, &job, f, flen), 0, "%s: %s", job.err.reason, job.err.message);
+        char *got = dump(job.record);
+        cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+        free(got);
+        pm_job_free(&job);
+        free(f);
+    }
+    unsigned char *f = frame(4, bin, len, &flen);
+    cr_assert_eq(decode_with(st, &job, f, flen), -1);
+    expect_reject(&job, "avro.schema_id", "");
+    cr_assert(strstr(job.err.message, "cannot be read as"), "%s", job.err.message);
+    pm_job_free(&job);
+    free(f);
+    f = frame(5, bin, len, &flen);
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(decode_with(st, &job, f, flen), -1);
+        expect_reject(&job, "avro.schema_id", "");
+        cr_assert(strstr(job.err.message, "no schema id 5"), "%s", job.err.message);
+        pm_job_free(&job);
+    }
+    free(f);
+    f = frame(1, bin, len, &flen); /* from kafka.schema_ids: the registry is not asked */
+    cr_assert_eq(decode_with(st, &job, f, flen), 0, "%s", job.err.message);
+    pm_job_free(&job);
+    free(f);
+    size_t loglen;
+    char logpath[1024];
+    snprintf(logpath, sizeof logpath, "%s/reg/requests.log", tmp);
+    char *log = pmt_read_file(logpath, &loglen);
+    cr_assert_not_null(log);
+    cr_assert_str_eq(log, "/schemas/ids/3\n/schemas/ids/4\n/schemas/ids/5\n");
+    free(log);
+
+    /* the registry gone: a system failure (retried later), not a reject */
+    cr_assert_eq(pmt_sh("kill $(cat '%s/reg.pid') && rm '%s/reg.pid' && sleep 0.2", tmp, tmp), 0);
+    f = frame(6, bin, len, &flen);
+    cr_assert_eq(decode_with(st, &job, f, flen), -1);
+    cr_assert_eq(job.err.code, PM_ERR_IO, "%s", job.err.message);
+    cr_assert(strstr(job.err.message, "schema registry"), "%s", job.err.message);
+    cr_assert_null(strstr(job.err.message, "127.0.0.1"), "the URL may hold credentials");
+    pm_job_free(&job);
+    free(f);
+
+    pm_stage_decode.destroy(st);
+    pm_config_destroy(c);
+    free(datum);
+    free(bin);
+    json_decref(in);
 }

@@ -80,6 +80,7 @@ typedef struct pm_config {
     char *kafka_topic_rejects;
     char *kafka_value_format; /* "avro" (Confluent wire format) or "json" */
     char *kafka_schema_ids;   /* "id:schemas/file.avsc,..." */
+    char *kafka_schema_registry_url; /* "http://host:8081", "" = none */
     char *kafka_results_format; /* "json" or "avro" */
     bool exit_on_eof;
 
