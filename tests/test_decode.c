@@ -1183,3 +1183,25 @@ Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
     free(bin);
     json_decref(in);
 }
+
+Test(resolve, recursive_records_resolve_through_the_memo)
+{
+    const char *reader = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"int\"},"
+                         "{\"name\":\"next\",\"type\":[\"null\",\"L\"],\"default\":null}]}";
+    const char *writer = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"int\"},"
+                         "{\"name\":\"x\",\"type\":\"string\"},{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}";
+    pm_schema_writer *w;
+    pm_error err;
+    cr_assert_eq(pm_schema_writer_create(writer, strlen(writer), reader, &w, &err), 0, "%s",
+                 err.message);
+    enc e = {.n = 0};
+    e_long(&e, 1); e_str(&e, "a"); e_long(&e, 1);
+    e_long(&e, 2); e_str(&e, "b"); e_long(&e, 0);
+    resolves_to(w, &e, "{\"v\":1,\"next\":{\"v\":2,\"next\":null}}");
+    pm_schema_writer_destroy(w);
+    /* the same shape with v a string: incompatible however deep it recurses */
+    const char *bad = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"string\"},"
+                      "{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}";
+    cr_assert_eq(pm_schema_writer_create(bad, strlen(bad), reader, &w, &err), -1);
+    cr_assert(strstr(err.message, "field v"), "%s", err.message);
+}

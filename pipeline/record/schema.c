@@ -262,13 +262,13 @@ static pm_snode *build_fail(pm_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    pm_error_set(err, PM_ERR_FORMAT, "schema: %s", msg);
+    pm_error_set(err, PM_ERR_FORMAT, "%s", msg);
     return NULL;
 }
 
 static pm_snode *build_nomem(pm_error *err)
 {
-    pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
+    pm_error_set(err, PM_ERR_NOMEM, "out of memory reading a schema");
     return NULL;
 }
 
@@ -463,7 +463,7 @@ static pm_snode *build_record(json_t *def, const char *ns, named_list *nl, int d
                 return build_fail(err, "default of %s.%s does not match the union's first branch",
                                   n->name, fname);
             if (normalize(dt, d, &n->fields[i].def, &p, err) != 0) {
-                pm_error_prefix(err, "schema: default of %s.%s", n->name, fname);
+                pm_error_prefix(err, "the default of %s.%s", n->name, fname);
                 err->code = PM_ERR_FORMAT;
                 err->reason[0] = err->field[0] = '\0';
                 return NULL;
@@ -606,7 +606,7 @@ static pm_snode *build_text(const char *text, size_t len, bool writer, named_lis
     json_error_t jerr;
     json_t *def = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
     if (!def) {
-        pm_error_set(err, PM_ERR_FORMAT, "schema: not JSON: line %d column %d: %s", jerr.line,
+        pm_error_set(err, PM_ERR_FORMAT, "not JSON: line %d column %d: %s", jerr.line,
                      jerr.column, jerr.text);
         return NULL;
     }
@@ -1439,12 +1439,29 @@ static long reader_branch(const pm_snode *w, const pm_snode *ru)
     return -1;
 }
 
+/* A record pair that cannot be resolved stays in the memo as R_FAIL: a
+ * later use of the pair fails the same way, and a recursive use made while
+ * it was being resolved reads as avro.resolve, never a half-built node. */
+static pm_rnode *record_failed(rbuild *b, pm_rnode *n, const char *why)
+{
+    n->kind = R_FAIL;
+    if (!n->why && !(n->why = strdup(why)))
+        b->nomem = true;
+    return NULL;
+}
+
+static pm_rnode *resolve_record_fields(rbuild *b, pm_rnode *n, int depth, char *why,
+                                       size_t whylen);
+
 static pm_rnode *resolve_record(rbuild *b, const pm_snode *w, const pm_snode *r, int depth,
                                 char *why, size_t whylen)
 {
     for (size_t i = 0; i < b->memo_len; i++)
-        if (b->memo[i].w == w && b->memo[i].r == r)
+        if (b->memo[i].w == w && b->memo[i].r == r) {
+            if (b->memo[i].n->kind == R_FAIL)
+                return resolve_fail(b, why, whylen, "%s", b->memo[i].n->why);
             return b->memo[i].n;
+        }
     pm_rnode *n = rnode_new(b, R_RECORD, w, r);
     if (!n || !(n->map = malloc((w->n ? w->n : 1) * sizeof *n->map)) ||
         !(n->sub = calloc(w->n ? w->n : 1, sizeof *n->sub))) {
@@ -1462,6 +1479,15 @@ static pm_rnode *resolve_record(rbuild *b, const pm_snode *w, const pm_snode *r,
         b->memo_cap = cap;
     }
     b->memo[b->memo_len++] = (rmemo){w, r, n};
+    if (!resolve_record_fields(b, n, depth, why, whylen))
+        return b->nomem ? NULL : record_failed(b, n, why);
+    return n;
+}
+
+static pm_rnode *resolve_record_fields(rbuild *b, pm_rnode *n, int depth, char *why,
+                                       size_t whylen)
+{
+    const pm_snode *w = n->w, *r = n->r;
     for (size_t i = 0; i < w->n; i++)
         n->map[i] = -1;
     for (size_t j = 0; j < r->n; j++) {
