@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1096,9 +1097,13 @@ static int decode_with(void *st, pm_job *job, const unsigned char *raw, size_t l
     return pm_stage_decode.process(st, NULL, job);
 }
 
-Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
+/*
+ * Start the fake registry (tests/fake_schema_registry.py) knowing id 3 (the
+ * evolved schema) and id 4 (another record), and a decode stage using it
+ * for ids not in kafka.schema_ids (which holds id 1).
+ */
+static void *registry_stage(pm_config **cfg_out)
 {
-    /* the registry knows id 3 (the evolved schema) and id 4 (another record) */
     cr_assert_eq(pmt_sh("mkdir -p '%s/reg/ids' && cp '%s/evolved.avsc' '%s/reg/ids/3.avsc' && "
                         "printf '%%s' '{\"type\":\"record\",\"name\":\"Other\",\"fields\":[]}' "
                         "> '%s/reg/ids/4.avsc'", tmp, tmp, tmp, tmp), 0);
@@ -1124,6 +1129,14 @@ Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
     cx.config = c;
     void *st;
     cr_assert_eq(pm_stage_decode.create(&cx, &st, &err), 0, "%s", err.message);
+    *cfg_out = c;
+    return st;
+}
+
+Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
+{
+    pm_config *c;
+    void *st = registry_stage(&c);
 
     json_t *in = parse(MINIMAL);
     size_t len, flen;
@@ -1204,4 +1217,63 @@ Test(resolve, recursive_records_resolve_through_the_memo)
                       "{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}";
     cr_assert_eq(pm_schema_writer_create(bad, strlen(bad), reader, &w, &err), -1);
     cr_assert(strstr(err.message, "field v"), "%s", err.message);
+}
+
+typedef struct reg_thread {
+    void *st;
+    const unsigned char *framed;
+    size_t len;
+    int ok;
+} reg_thread;
+
+static void *reg_worker(void *arg)
+{
+    reg_thread *t = arg;
+    for (int k = 0; k < 20; k++) {
+        pm_job job;
+        pm_job_init(&job);
+        job.format = PM_INPUT_CONFLUENT;
+        pm_buf_append(&job.raw, t->framed, t->len);
+        if (pm_stage_decode.process(t->st, NULL, &job) == 0)
+            t->ok++;
+        pm_job_free(&job);
+    }
+    return NULL;
+}
+
+Test(decode, schema_registry_cache_is_shared_by_workers)
+{
+    /* four workers want id 3 at once: one fetch, every record decoded */
+    pm_config *c;
+    void *st = registry_stage(&c);
+    json_t *in = parse(MINIMAL);
+    size_t len, flen;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *datum = malloc(len + 1);
+    memcpy(datum, bin, len);
+    datum[len] = 0; /* promo_code null */
+    unsigned char *f = frame(3, datum, len + 1, &flen);
+    reg_thread t[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (reg_thread){st, f, flen, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, reg_worker, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(t[i].ok, 20, "worker %d", i);
+    }
+    char logpath[1024];
+    snprintf(logpath, sizeof logpath, "%s/reg/requests.log", tmp);
+    char *log = pmt_read_file(logpath, NULL);
+    cr_assert_not_null(log);
+    cr_assert_str_eq(log, "/schemas/ids/3\n");
+    free(log);
+    cr_assert_eq(pmt_sh("kill $(cat '%s/reg.pid') && rm '%s/reg.pid'", tmp, tmp), 0);
+    pm_stage_decode.destroy(st);
+    pm_config_destroy(c);
+    free(f);
+    free(datum);
+    free(bin);
+    json_decref(in);
 }
