@@ -2,16 +2,20 @@
  * schema.c - the compiled-in pass request schema and record conversions.
  *
  * The .avsc text is parsed twice, once, at start-up:
- *   - by avro-c, for avro_schema_t users (container files, avro_value_t);
+ *   - by avro-c, for avro_schema_t users (avro_value_t conversions);
  *   - by jansson into a small node tree (pm_snode) that the conversions
  *     walk.  avro-c does not keep record field defaults, and its binary
  *     reader trusts length prefixes (it mallocs whatever a hostile prefix
  *     asks for), so decoding Avro bytes is done here, against the node
  *     tree, with every length, count and index checked before use.
+ * Writer schemas from the input (container headers, Confluent ids) get a
+ * node tree of their own, built by the same checked builder, and a
+ * resolution against the compiled tree (pm_schema_writer).
  * Nothing here knows the field list: everything walks the schema.
  * Supported types: null, boolean, int, long, float, double, string, record,
  * enum, array, map, union and references to named types.  bytes and fixed
- * have no normalized JSON form and make pm_schema_init() fail.
+ * have no normalized JSON form: the compiled schema may not use them, a
+ * writer schema may (skipped, or bytes read as a string).
  */
 #include "record/schema.h"
 

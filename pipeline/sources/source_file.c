@@ -42,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <avro.h>
 #include <zlib.h>
 
 #include "record/schema.h"
