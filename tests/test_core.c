@@ -100,6 +100,10 @@ Test(error, field_and_message_are_cut_at_character_boundaries)
         cr_assert(valid_utf8(e.message), "pad %zu: prefixed message", pad);
         cr_assert_gt(strlen(e.message), sizeof e.message - 6);
     }
+    /* bytes that are not UTF-8 (an Avro map key is raw bytes) become '?' */
+    pm_reject(&e, "avro.decode", "metadata.k\xff\xc3x\xed\xa0\x80", "bad \xc0\xaf%s", "\xc3\xa9");
+    cr_assert_str_eq(e.field, "metadata.k??x???");
+    cr_assert_str_eq(e.message, "bad ??\xc3\xa9");
 }
 
 Test(config, defaults_file_and_overrides)

@@ -36,10 +36,46 @@ static size_t whole(const char *s, size_t len)
     return len ? pm_utf8_cut(s, len + 1, len) : 0;
 }
 
-/* After vsnprintf into buf: keep whole characters only. */
+/* The length of the UTF-8 sequence at s (RFC 3629: shortest form, no
+ * surrogates, at most U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    for (size_t k = 1; k < n; k++, lo = 0x80, hi = 0xBF)
+        if (s[k] < lo || s[k] > hi) /* the NUL at the end stops this too */
+            return 0;
+    return n;
+}
+
+/* Whole characters only: a character cut at the end is dropped, any other
+ * byte that is not UTF-8 (raw Avro bytes in a map key) becomes '?'. */
 static void fit(char *buf)
 {
+    unsigned char *u = (unsigned char *)buf;
     buf[whole(buf, strlen(buf))] = '\0';
+    for (size_t i = 0; u[i];) {
+        size_t n = utf8_len(u + i);
+        if (n == 0) {
+            u[i++] = '?';
+            continue;
+        }
+        i += n;
+    }
 }
 
 /* Copy src into dst[cap], cut at a character boundary. */
@@ -49,6 +85,7 @@ static void copy_cut(char *dst, size_t cap, const char *src)
     n = whole(src, n < cap - 1 ? n : cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+    fit(dst);
 }
 
 void pm_error_clear(pm_error *err)

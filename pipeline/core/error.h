@@ -30,9 +30,10 @@ typedef enum pm_code {
 } pm_code;
 
 /*
- * The strings are always whole: a field path or message longer than its
- * buffer is cut at a UTF-8 character boundary, never inside a character,
- * so a reject line can always carry them as JSON strings.
+ * The strings are always valid UTF-8: a field path or message longer than
+ * its buffer is cut at a character boundary, never inside a character, and
+ * a byte that is not UTF-8 (raw Avro bytes in a map key) becomes '?', so a
+ * reject line can always carry them as JSON strings.
  */
 typedef struct pm_error {
     pm_code code;
