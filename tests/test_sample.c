@@ -576,6 +576,39 @@ Test(source_file, a_corrupt_block_rejects_its_records_and_reading_goes_on)
     free(path);
 }
 
+Test(source_file, damaged_containers_never_stop_the_run)
+{
+    /* random damage after the header: every record still gets an outcome
+     * (whole or rejected) and the source never fails */
+    size_t len;
+    char *good = sample_mem(300, 12, "avro", &len);
+    ocf_map m;
+    map_blocks(good, len, &m);
+    char *bad = malloc(len), *path = in_tmp("fuzz.avro");
+    uint64_t x = 88172645463325252ULL; /* xorshift64, fixed seed */
+    for (int round = 0; round < 150; round++) {
+        memcpy(bad, good, len);
+        for (int k = 0; k < 1 + round % 4; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bad[m.header_end + x % (len - m.header_end)] ^= (char)(1 + (x >> 32) % 255);
+        }
+        size_t cut = round % 5 == 4 ? m.header_end + (x >> 20) % (len - m.header_end) : len;
+        cr_assert_eq(pmt_write_file(path, bad, cut), 0);
+        pm_source *src = open_ok(path, "auto");
+        int whole, rejected;
+        pm_error err;
+        cr_assert_eq(drain_rejects(src, &whole, &rejected, NULL, &err), 0, "round %d: %s", round,
+                     err.message);
+        cr_assert_gt(whole + rejected, 0, "round %d", round);
+        src->ops->close(src);
+    }
+    free(bad);
+    free(good);
+    free(path);
+}
+
 /* One record of the schema as Avro bytes (avro-c's writer). */
 static size_t record_bytes(json_t *rec, char *out, size_t cap)
 {
