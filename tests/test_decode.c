@@ -1277,3 +1277,41 @@ Test(decode, schema_registry_cache_is_shared_by_workers)
     free(bin);
     json_decref(in);
 }
+
+Test(resolve, garbage_through_a_resolved_writer_never_crashes)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"g\",\"type\":\"string\"},{\"name\":\"extra\",\"type\":{\"type\":\"map\","
+        "\"values\":{\"type\":\"array\",\"items\":[\"null\",\"bytes\",{\"type\":\"fixed\","
+        "\"name\":\"F\",\"size\":3}]}}},"
+        "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"W\",\"X\"]}},"
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"int\"},"
+        "{\"name\":\"d\",\"type\":\"float\"},{\"name\":\"f\",\"type\":[\"null\",\"string\",\"int\"]}");
+    uint64_t x = 2463534242ULL;
+    unsigned char buf[64];
+    for (int round = 0; round < 5000; round++) {
+        size_t n = (size_t)round % sizeof buf;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf[i] = (unsigned char)(x >> 24);
+        }
+        json_t *out = NULL;
+        size_t used;
+        pm_error err;
+        pm_error_clear(&err);
+        if (pm_schema_writer_decode(w, buf, n, &used, &out, &err) == 0) {
+            cr_assert_leq(used, n);
+            cr_assert(json_is_object(out));
+            json_decref(out);
+        } else {
+            cr_assert_eq(err.code, PM_ERR_REJECT, "%s", err.message);
+            cr_assert(!strcmp(err.reason, "avro.decode") || !strcmp(err.reason, "avro.resolve"),
+                      "%s", err.reason);
+            cr_assert_null(out);
+        }
+        pm_schema_writer_decode(w, buf, n, &used, NULL, &err);
+    }
+    pm_schema_writer_destroy(w);
+}
