@@ -493,16 +493,18 @@ static int barcode_process(void *state_, void *scratch_, pm_job *job)
     if (j_alt && !json_is_null(j_alt) && !json_is_string(j_alt))
         return not_normalized(err, "barcode.alt_text");
 
-    const barcode_format *fmt = find_format(json_string_value(j_format));
+    /* Values quoted in messages are cut to 40 bytes at a character boundary. */
+    const char *fs = json_string_value(j_format), *es = json_string_value(j_encoding);
+    const barcode_format *fmt = find_format(fs);
     if (!fmt)
         return pm_reject(err, "barcode.format", "barcode.format",
-                         "expected QRCODE, AZTEC, PDF417 or CODE128, found \"%.40s\"",
-                         json_string_value(j_format));
-    const char *encoding = canonical_encoding(json_string_value(j_encoding));
+                         "expected QRCODE, AZTEC, PDF417 or CODE128, found \"%.*s\"",
+                         (int)pm_utf8_cut(fs, strlen(fs), 40), fs);
+    const char *encoding = canonical_encoding(es);
     if (!encoding)
         return pm_reject(err, "barcode.encoding", "barcode.encoding",
-                         "expected iso-8859-1 or utf-8, found \"%.40s\"",
-                         json_string_value(j_encoding));
+                         "expected iso-8859-1 or utf-8, found \"%.*s\"",
+                         (int)pm_utf8_cut(es, strlen(es), 40), es);
 
     /* The final message. */
     const char *message = json_string_value(j_message);

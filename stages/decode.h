@@ -11,8 +11,10 @@
  *     wrapper); enums are their symbol strings; longs are JSON integers;
  *   - in JSON input an unknown field is a reject ("schema.unknown_field"),
  *     a wrong type is "schema.type", an unknown enum symbol "schema.enum",
- *     invalid JSON "json.syntax", bad Avro bytes "avro.decode", a bad
- *     Confluent frame "avro.magic" / "avro.schema_id".
+ *     invalid JSON "json.syntax" (field: the key being read, or ""),
+ *     bad Avro bytes "avro.decode", a datum with no value in the
+ *     compiled schema "avro.resolve", a bad Confluent frame "avro.magic"
+ *     / "avro.schema_id".
  *   - a raw record longer than PM_RECORD_MAX bytes is "record.too_large"
  *     (field ""), before any parsing; trailing bytes after an Avro datum
  *     are "avro.decode".
@@ -20,6 +22,8 @@
  * as "metadata.order_id".  A reject about the record as a whole (not a
  * JSON object, bad JSON, bad frame) has field "".
  * Avro string bytes are kept as sent; UTF-8 is checked by validate.
+ * PM_INPUT_AVRO is read with job->writer (the container file's writer
+ * schema, resolved against the compiled one; NULL = the compiled one).
  * Sets job->serial to the serial_number string inside the tree.
  *
  * Partial requests (JSON only): an UPDATE, VOID, EXPIRE, REDEEM or ACTIVATE
@@ -31,12 +35,17 @@
  * record from the registry's.
  *
  * Confluent framing: the schema id must be one of kafka.schema_ids
- * ("id:path.avsc,...") whose file parses to the compiled schema; another
- * id is "avro.schema_id".  create() fails (PM_ERR_CONFIG) on a malformed
- * kafka.schema_ids, or, when input.type is kafka with
- * kafka.value_format avro, on a listed file that cannot be read or that is
- * not the compiled schema.  Otherwise such ids are just not accepted.
- * The stage needs no per-worker scratch: its state is read-only.
+ * ("id:path.avsc,...") whose file is a writer schema that can be read as
+ * the compiled schema (pm_schema_writer), or, for an id not listed, one
+ * the schema registry at kafka.schema_registry_url has (fetched once per
+ * id, cached; a 404 or an unreadable schema is "avro.schema_id", a
+ * registry that cannot be reached is a PM_ERR_IO failure of the record).
+ * create() fails (PM_ERR_CONFIG) on a malformed kafka.schema_ids or
+ * registry URL, or, when input.type is kafka with kafka.value_format
+ * avro, on a listed file that cannot be read or cannot be read as the
+ * compiled schema.  Otherwise such ids are just not accepted.
+ * The stage needs no per-worker scratch: its state is read-only but for
+ * the registry's cache, which has its own mutex.
  *
  * The schema is compiled into the binary (generated from the .avsc by
  * CMake) and parsed once; see pipeline/record/schema.h.

@@ -868,6 +868,29 @@ static int check_metadata(vc *v, json_t *rec)
     return 0;
 }
 
+/* A pass issued or updated must not expire before its event starts: Wallet
+ * would show it expired, or drop it, before the doors open. */
+static int check_expiration(vc *v, json_t *rec, const char *status)
+{
+    bool present, has_start;
+    int64_t when, start;
+    text t, start_t;
+    if (time_member(v, rec, "expiration_date", "expiration_date", true, &present, &when, &t))
+        return -1;
+    if (!present || strcmp(status, "active") != 0)
+        return 0;
+    /* event.start was checked by check_event; read again for its instant */
+    if (time_member(v, json_object_get(rec, "event"), "event.start", "start", false, &has_start,
+                    &start, &start_t))
+        return -1;
+    char q[QUOTE_BUF], q2[QUOTE_BUF];
+    if (when < start)
+        return reject(v, "expiration.before_start", FP("expiration_date"),
+                      "expected an expiration at or after event.start %s for an ISSUE or "
+                      "UPDATE, found %s", quote(q, start_t.s, start_t.len), quote(q2, t.s, t.len));
+    return 0;
+}
+
 static int validate_record(vc *v, json_t *rec, const pm_template **tmpl, const char **status)
 {
     text t;
@@ -887,7 +910,7 @@ static int validate_record(vc *v, json_t *rec, const pm_template **tmpl, const c
         check_locations(v, rec) ||
         check_beacons(v, rec) ||
         time_member(v, rec, "relevant_date", "relevant_date", true, &present, &when, &t) ||
-        time_member(v, rec, "expiration_date", "expiration_date", true, &present, &when, &t) ||
+        check_expiration(v, rec, *status) ||
         check_custom_fields(v, rec) ||
         check_metadata(v, rec))
         return -1;

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -34,6 +36,74 @@ Test(error, reject_carries_code_field_reason)
     cr_assert_str_eq(e.message, "expected [A-Za-z0-9._-]");
     pm_error_prefix(&e, "record %d", 7);
     cr_assert_str_eq(e.message, "record 7: expected [A-Za-z0-9._-]");
+}
+
+/* Whether s is whole UTF-8 (jansson refuses anything else). */
+static bool valid_utf8(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
+/* 1-, 2-, 3- and 4-byte characters. */
+#define MIXED "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"
+
+Test(error, utf8_cut_keeps_whole_characters_at_every_cut_point)
+{
+    const char *s = MIXED MIXED MIXED;
+    size_t len = strlen(s);
+    cr_assert_eq(len, 30);
+    for (size_t max = 0; max <= len + 1; max++) {
+        size_t n = pm_utf8_cut(s, len, max);
+        char buf[64];
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        cr_assert_leq(n, max);
+        cr_assert_geq(n + 3, max < len ? max : len, "cut %zu gave %zu", max, n);
+        cr_assert(valid_utf8(buf), "cut at %zu leaves a broken character", max);
+    }
+    /* bytes that are not UTF-8 count one each: never walk back over them */
+    cr_assert_eq(pm_utf8_cut("ab\x80\x80\x80\x80", 6, 5), 5);
+    cr_assert_eq(pm_utf8_cut("\xff\xfe", 2, 1), 1);
+}
+
+Test(error, field_and_message_are_cut_at_character_boundaries)
+{
+    pm_error e;
+    /* every alignment of multi-byte text against the buffer ends */
+    for (size_t pad = 0; pad < 10; pad++) {
+        char field[400], text[1200];
+        memset(field, 'x', pad);
+        field[pad] = '\0';
+        while (strlen(field) + 10 < sizeof field)
+            strcat(field, MIXED);
+        memset(text, 'y', pad);
+        text[pad] = '\0';
+        while (strlen(text) + 10 < sizeof text)
+            strcat(text, MIXED);
+        pm_reject(&e, "schema.type", field, "%s", text);
+        cr_assert(valid_utf8(e.field), "pad %zu: field %s", pad, e.field);
+        cr_assert(valid_utf8(e.message), "pad %zu: message", pad);
+        cr_assert_gt(strlen(e.field), sizeof e.field - 5);
+        cr_assert_gt(strlen(e.message), sizeof e.message - 5);
+        cr_assert_eq(strncmp(e.field, field, strlen(e.field)), 0);
+        cr_assert_eq(strncmp(e.message, text, strlen(e.message)), 0);
+        /* a field that fits but ends inside a character (a caller's own cut) */
+        char part[8] = "ab\xe2\x82";
+        pm_reject(&e, "x", part, "m");
+        cr_assert_str_eq(e.field, "ab");
+        pm_error_set(&e, PM_ERR_IO, "%s", text);
+        cr_assert(valid_utf8(e.message), "pad %zu: system message", pad);
+        pm_reject(&e, "x", "f", "%s", text + pad); /* starts on a character */
+        pm_error_prefix(&e, "%.*s", (int)(250 + pad), text);
+        cr_assert(valid_utf8(e.message), "pad %zu: prefixed message", pad);
+        cr_assert_gt(strlen(e.message), sizeof e.message - 6);
+    }
+    /* bytes that are not UTF-8 (an Avro map key is raw bytes) become '?' */
+    pm_reject(&e, "avro.decode", "metadata.k\xff\xc3x\xed\xa0\x80", "bad \xc0\xaf%s", "\xc3\xa9");
+    cr_assert_str_eq(e.field, "metadata.k??x???");
+    cr_assert_str_eq(e.message, "bad ??\xc3\xa9");
 }
 
 Test(config, defaults_file_and_overrides)

@@ -4,9 +4,11 @@
 #include <criterion/criterion.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <avro.h>
 
@@ -51,12 +53,24 @@ static void setup(void)
     tmp = pmt_tmpdir("decode");
     cr_assert_not_null(tmp);
     /* id 7 names a valid Avro schema that is not ours. */
-    char other[512], ids[1200];
+    char other[512], evolved[512], ids[2000];
     snprintf(other, sizeof other, "%s/other.avsc", tmp);
     const char *otxt = "{\"type\":\"record\",\"name\":\"Other\",\"fields\":"
                        "[{\"name\":\"x\",\"type\":\"long\"}]}";
     cr_assert_eq(pmt_write_file(other, otxt, strlen(otxt)), 0);
-    snprintf(ids, sizeof ids, "1:%s, 7:%s", pmt_src("schemas/pass_request.avsc"), other);
+    /* id 3: the compiled schema with one more optional field at the end */
+    json_t *def = json_loads(pm_schema_pass_request_json, 0, NULL);
+    cr_assert_not_null(def);
+    json_array_append_new(json_object_get(def, "fields"),
+                          json_pack("{s:s, s:[s,s], s:n}", "name", "promo_code", "type", "null",
+                                    "string", "default"));
+    char *etxt = json_dumps(def, JSON_COMPACT);
+    json_decref(def);
+    snprintf(evolved, sizeof evolved, "%s/evolved.avsc", tmp);
+    cr_assert_eq(pmt_write_file(evolved, etxt, strlen(etxt)), 0);
+    free(etxt);
+    snprintf(ids, sizeof ids, "1:%s, 7:%s, 3:%s", pmt_src("schemas/pass_request.avsc"), other,
+             evolved);
     cfg = pm_config_create();
     cr_assert_not_null(cfg);
     cr_assert_eq(pm_config_set(cfg, "kafka.schema_ids", ids, &err), 0, "%s", err.message);
@@ -68,6 +82,8 @@ static void setup(void)
 
 static void teardown(void)
 {
+    /* a fake schema registry a failed test left running */
+    pmt_sh("if [ -f '%s/reg.pid' ]; then kill $(cat '%s/reg.pid') 2>/dev/null; fi; true", tmp, tmp);
     pm_stage_decode.destroy(state);
     pm_config_destroy(cfg);
     pmt_rmrf(tmp);
@@ -75,6 +91,7 @@ static void teardown(void)
 }
 
 TestSuite(decode, .init = setup, .fini = teardown);
+TestSuite(resolve, .init = setup, .fini = teardown);
 
 /* Decode raw bytes; the job is returned for inspection (caller frees). */
 static int run(pm_job *job, pm_input_format fmt, const void *raw, size_t len)
@@ -306,13 +323,31 @@ Test(decode, bad_enum_symbols_rejected)
 
 Test(decode, json_syntax_errors)
 {
-    json_reject("{\"serial_number\":", "json.syntax", "");
+    /* the field is the key being read when the parser stopped, if any */
+    json_reject("{\"serial_number\":", "json.syntax", "serial_number");
     json_reject("", "json.syntax", "");
     json_reject("not json", "json.syntax", "");
     json_reject("\"a string\"", "json.syntax", "");
-    json_reject("{\"serial_number\":\"a\xff\xfe\"}", "json.syntax", "");  /* invalid UTF-8 */
-    json_reject("{\"serial_number\":\"a\\u0000b\"}", "json.syntax", "");   /* NUL */
-    json_reject("{\"serial_number\":\"a\",\"serial_number\":\"b\"}", "json.syntax", "");
+    json_reject("{\"serial_number\":\"a\xff\xfe\"}", "json.syntax", "serial_number"); /* bad UTF-8 */
+    json_reject("{\"serial_number\":\"a\\u0000b\"}", "json.syntax", "serial_number");  /* NUL */
+    json_reject("{\"serial_number\":\"a\",\"serial_number\":\"b\"}", "json.syntax",
+                "serial_number");
+    json_reject("{\"event\":{\"name\":\"x\",\"start\": tru}}", "json.syntax", "event.start");
+    json_reject("{\"locations\":[{\"latitude\":1},{\"latitude\":-}]}", "json.syntax",
+                "locations[1].latitude");
+    json_reject("{\"a{[\\\"\":{\"b\":[1,2,@", "json.syntax", "a{[\\\".b[2]"); /* braces in a key */
+    json_reject("{\"event\":{\"name\":\"x\",", "json.syntax", "event"); /* a key expected */
+    json_reject("{\"event\":{} x", "json.syntax", "");
+    pm_job job;
+    cr_assert_eq(run_json(&job, "{\"serial_number\": \"\xc3\xa9\xc3\xa9\", \"action\": @}"), -1);
+    cr_assert(strstr(job.err.message, "column 35"), "column in characters: %s", job.err.message);
+    cr_assert(strstr(job.err.message, "reading action"), "%s", job.err.message);
+    cr_assert_str_eq(job.err.field, "action");
+    pm_job_free(&job);
+    /* after a value, no key is being read */
+    cr_assert_eq(run_json(&job, "{\"serial_number\": \"x\" @}"), -1);
+    cr_assert_str_eq(job.err.field, "");
+    pm_job_free(&job);
     char *two = minimal_with("\"attendee\":{}", "\"attendee\":{}");
     size_t n = strlen(two);
     two = realloc(two, n + 4);
@@ -403,7 +438,8 @@ Test(decode, confluent_frame_errors)
     memcpy(framed, "\x00\x00\x00\x00\x07", 5); /* id 7: configured, another schema */
     cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5), -1);
     expect_reject(&job, "avro.schema_id", "");
-    cr_assert(strstr(job.err.message, "not the compiled schema"), "%s", job.err.message);
+    cr_assert(strstr(job.err.message, "cannot be read as com.passmill.PassRequest"), "%s",
+              job.err.message);
     pm_job_free(&job);
 
     memcpy(framed, "\x00\x01\x00\x00\x01", 5); /* id 16777217 */
@@ -717,4 +753,565 @@ Test(decode_config, schema_ids_checked_at_create)
     cr_assert_eq(pm_stage_decode.create(&cx, &st, &err), 0, "%s", err.message);
     pm_stage_decode.destroy(st);
     pm_config_destroy(c);
+}
+
+/* ---- schema resolution (Avro specification, "Schema Resolution") ---- */
+
+typedef struct enc {
+    unsigned char b[1024];
+    size_t n;
+} enc;
+
+static void e_long(enc *e, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+    while (z > 0x7f) {
+        e->b[e->n++] = (unsigned char)((z & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    e->b[e->n++] = (unsigned char)z;
+}
+
+static void e_str(enc *e, const char *s)
+{
+    e_long(e, (int64_t)strlen(s));
+    memcpy(e->b + e->n, s, strlen(s));
+    e->n += strlen(s);
+}
+
+static void e_float(enc *e, float f)
+{
+    memcpy(e->b + e->n, &f, 4); /* little-endian host, as Avro */
+    e->n += 4;
+}
+
+static void e_double(enc *e, double d)
+{
+    memcpy(e->b + e->n, &d, 8);
+    e->n += 8;
+}
+
+static const char *READER =
+    "{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"t\",\"fields\":["
+    "{\"name\":\"a\",\"type\":\"int\"},"
+    "{\"name\":\"b\",\"type\":\"string\",\"default\":\"dflt\"},"
+    "{\"name\":\"c\",\"type\":\"long\"},"
+    "{\"name\":\"d\",\"type\":\"double\"},"
+    "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"X\",\"Y\",\"Z\"],"
+    "\"default\":\"Z\"}},"
+    "{\"name\":\"f\",\"type\":[\"null\",\"string\"],\"default\":null},"
+    "{\"name\":\"g\",\"type\":\"string\",\"aliases\":[\"old_g\"]}]}";
+
+static pm_schema_writer *writer_for(const char *wfields)
+{
+    char text[2048];
+    snprintf(text, sizeof text, "{\"type\":\"record\",\"name\":\"R\",\"namespace\":\"t\","
+             "\"fields\":[%s]}", wfields);
+    pm_schema_writer *w;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_create(text, strlen(text), READER, &w, &err), 0, "%s: %s",
+                 wfields, err.message);
+    return w;
+}
+
+static void resolves_to(pm_schema_writer *w, const enc *e, const char *want)
+{
+    json_t *out = NULL;
+    size_t used;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_decode(w, e->b, e->n, &used, &out, &err), 0, "%s %s: %s",
+                 err.reason, err.field, err.message);
+    cr_assert_eq(used, e->n);
+    json_t *exp = parse(want);
+    char *got = dump(out);
+    cr_assert(json_equal(out, exp), "got %s, want %s", got, want);
+    /* and in the reader's field order */
+    char *want_txt = dump(exp);
+    cr_assert_str_eq(got, want_txt);
+    free(want_txt);
+    free(got);
+    json_decref(exp);
+    json_decref(out);
+    /* measuring walks the writer's bytes alone */
+    cr_assert_eq(pm_schema_writer_decode(w, e->b, e->n, &used, NULL, &err), 0);
+    cr_assert_eq(used, e->n);
+}
+
+#define E_FIELD "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"X\",\"Y\",\"Z\"]}}"
+
+Test(resolve, the_same_schema_needs_no_resolution)
+{
+    pm_schema_writer *w;
+    pm_error err;
+    cr_assert_eq(pm_schema_writer_create(READER, strlen(READER), READER, &w, &err), 0, "%s",
+                 err.message);
+    cr_assert(pm_schema_writer_is_reader(w));
+    pm_schema_writer_destroy(w);
+    cr_assert_eq(pm_schema_writer_create(pm_schema_pass_request_json,
+                                         strlen(pm_schema_pass_request_json), NULL, &w, &err), 0);
+    cr_assert(pm_schema_writer_is_reader(w));
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, added_field_takes_its_default_and_removed_field_is_skipped)
+{
+    /* writer lacks b and f (reader defaults), has an extra array field */
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},"
+        "{\"name\":\"gone\",\"type\":{\"type\":\"array\",\"items\":\"string\"}},"
+        "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+        "{\"name\":\"g\",\"type\":\"string\"},"
+        "{\"name\":\"gone2\",\"type\":[\"null\",{\"type\":\"map\",\"values\":\"long\"}]}");
+    cr_assert_not(pm_schema_writer_is_reader(w));
+    enc e = {.n = 0};
+    e_long(&e, 7);
+    e_long(&e, 2); e_str(&e, "x"); e_str(&e, "y"); e_long(&e, 0); /* gone: ["x","y"] */
+    e_long(&e, 1LL << 40);
+    e_double(&e, 0.25);
+    e_long(&e, 1);
+    e_str(&e, "gee");
+    e_long(&e, 1); e_long(&e, 1); e_str(&e, "k"); e_long(&e, 5); e_long(&e, 0); /* gone2 */
+    resolves_to(w, &e, "{\"a\":7,\"b\":\"dflt\",\"c\":1099511627776,\"d\":0.25,\"e\":\"Y\","
+                       "\"f\":null,\"g\":\"gee\"}");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, reordered_fields_come_out_in_reader_order)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"g\",\"type\":\"string\"}," E_FIELD ",{\"name\":\"f\",\"type\":[\"null\",\"string\"]},"
+        "{\"name\":\"d\",\"type\":\"double\"},{\"name\":\"c\",\"type\":\"long\"},"
+        "{\"name\":\"b\",\"type\":\"string\"},{\"name\":\"a\",\"type\":\"int\"}");
+    enc e = {.n = 0};
+    e_str(&e, "G");
+    e_long(&e, 2);
+    e_long(&e, 1); e_str(&e, "eff");
+    e_double(&e, -1.5);
+    e_long(&e, -3);
+    e_str(&e, "B");
+    e_long(&e, 42);
+    resolves_to(w, &e, "{\"a\":42,\"b\":\"B\",\"c\":-3,\"d\":-1.5,\"e\":\"Z\",\"f\":\"eff\","
+                       "\"g\":\"G\"}");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, numbers_promote_and_unions_resolve_branch_by_branch)
+{
+    /* c: int -> long; d: float -> double; f: plain string -> ["null","string"] */
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\",\"type\":\"bytes\"},"
+        "{\"name\":\"c\",\"type\":\"int\"},{\"name\":\"d\",\"type\":\"float\"}," E_FIELD ","
+        "{\"name\":\"f\",\"type\":\"string\"},{\"name\":\"g\",\"type\":\"string\"}");
+    enc e = {.n = 0};
+    e_long(&e, 1);
+    e_str(&e, "raw"); /* bytes read as string */
+    e_long(&e, -2147483648LL);
+    e_float(&e, 0.5f);
+    e_long(&e, 0);
+    e_str(&e, "plain");
+    e_str(&e, "g");
+    resolves_to(w, &e, "{\"a\":1,\"b\":\"raw\",\"c\":-2147483648,\"d\":0.5,\"e\":\"X\","
+                       "\"f\":\"plain\",\"g\":\"g\"}");
+    pm_schema_writer_destroy(w);
+    /* d: long -> double; f: a writer union with a branch the reader lacks */
+    w = writer_for("{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"long\"},"
+                   "{\"name\":\"d\",\"type\":\"long\"}," E_FIELD ","
+                   "{\"name\":\"f\",\"type\":[\"null\",\"string\",\"boolean\"]},"
+                   "{\"name\":\"g\",\"type\":\"string\"}");
+    e.n = 0;
+    e_long(&e, 1); e_long(&e, 2); e_long(&e, 3); e_long(&e, 0);
+    e_long(&e, 1); e_str(&e, "s");
+    e_str(&e, "g");
+    resolves_to(w, &e, "{\"a\":1,\"b\":\"dflt\",\"c\":2,\"d\":3.0,\"e\":\"X\",\"f\":\"s\","
+                       "\"g\":\"g\"}");
+    /* the boolean branch: well-formed, but no reader value */
+    e.n = 0;
+    e_long(&e, 1); e_long(&e, 2); e_long(&e, 3); e_long(&e, 0);
+    e_long(&e, 2); e.b[e.n++] = 1;
+    e_str(&e, "g");
+    json_t *out = NULL;
+    pm_error err;
+    size_t used;
+    cr_assert_eq(pm_schema_writer_decode(w, e.b, e.n, &used, &out, &err), -1);
+    cr_assert_str_eq(err.reason, "avro.resolve");
+    cr_assert_str_eq(err.field, "f");
+    cr_assert(strstr(err.message, "boolean"), "%s", err.message);
+    cr_assert_null(out);
+    cr_assert_eq(pm_schema_writer_decode(w, e.b, e.n, &used, NULL, &err), 0, "measurable");
+    pm_schema_writer_destroy(w);
+}
+
+Test(resolve, renamed_field_by_alias_and_enum_symbol_by_default)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"long\"},"
+        "{\"name\":\"d\",\"type\":\"double\"},"
+        "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"W\",\"X\"]}},"
+        "{\"name\":\"old_g\",\"type\":\"string\"}");
+    enc e = {.n = 0};
+    e_long(&e, 5); e_long(&e, 6); e_double(&e, 7.0);
+    e_long(&e, 0); /* W: not a reader symbol, so the reader's default Z */
+    e_str(&e, "was old_g");
+    resolves_to(w, &e, "{\"a\":5,\"b\":\"dflt\",\"c\":6,\"d\":7.0,\"e\":\"Z\",\"f\":null,"
+                       "\"g\":\"was old_g\"}");
+    e.n = 0;
+    e_long(&e, 5); e_long(&e, 6); e_double(&e, 7.0);
+    e_long(&e, 1);
+    e_str(&e, "g2");
+    resolves_to(w, &e, "{\"a\":5,\"b\":\"dflt\",\"c\":6,\"d\":7.0,\"e\":\"X\",\"f\":null,"
+                       "\"g\":\"g2\"}");
+    pm_schema_writer_destroy(w);
+}
+
+static void incompatible(const char *wtext, const char *want1, const char *want2)
+{
+    pm_schema_writer *w = NULL;
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_schema_writer_create(wtext, strlen(wtext), READER, &w, &err), -1,
+                 "accepted %s", wtext);
+    cr_assert_null(w);
+    cr_assert_eq(err.code, PM_ERR_FORMAT);
+    cr_assert(strstr(err.message, want1), "%s", err.message);
+    cr_assert(!want2 || strstr(err.message, want2), "%s", err.message);
+}
+
+Test(resolve, an_incompatible_writer_is_a_clear_error)
+{
+    /* a: string cannot be read as int */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"string\"},"
+                 "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+                 "{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field a", "the writer's string cannot be read as the reader's int");
+    /* long cannot be narrowed to int */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"long\"},"
+                 "{\"name\":\"c\",\"type\":\"long\"},{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ","
+                 "{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field a", "long cannot be read as the reader's int");
+    /* c has no default and the writer lacks it */
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+                 "{\"name\":\"d\",\"type\":\"double\"}," E_FIELD ",{\"name\":\"g\",\"type\":\"string\"}]}",
+                 "field c", "no default");
+    /* another record */
+    incompatible("{\"type\":\"record\",\"name\":\"Other\",\"fields\":[]}", "Other", "names differ");
+    /* not a schema at all, or an invalid one */
+    incompatible("{\"type\":\"record\"", "not JSON", NULL);
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"nosuch\"}]}",
+                 "unknown", "nosuch");
+    incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+                 "{\"name\":\"a\",\"type\":\"int\"}]}", "defined twice", NULL);
+}
+
+Test(decode, confluent_writer_schema_with_one_more_field_is_resolved)
+{
+    json_t *in = parse(MINIMAL);
+    size_t len;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *framed = malloc(len + 5 + 12);
+    memcpy(framed + 5, bin, len);
+    memcpy(framed + 5 + len, "\x02\x14SPRING2027", 12); /* promo_code */
+    pm_job job;
+    memcpy(framed, "\x00\x00\x00\x00\x03", 5); /* id 3: the evolved schema */
+    cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5 + 12), 0, "%s %s: %s",
+                 job.err.reason, job.err.field, job.err.message);
+    char *got = dump(job.record);
+    cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+    free(got);
+    pm_job_free(&job);
+    /* the same bytes under id 1 (the compiled schema): the field is trailing garbage */
+    memcpy(framed, "\x00\x00\x00\x00\x01", 5);
+    cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 5 + 12), -1);
+    expect_reject(&job, "avro.decode", "");
+    pm_job_free(&job);
+    free(framed);
+    free(bin);
+    json_decref(in);
+}
+
+/* Whether s is whole UTF-8, as a reject line's JSON string needs. */
+static bool valid_utf8(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
+#define MIXED "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80" /* 1-, 2-, 3-, 4-byte characters */
+
+Test(decode, quoted_values_and_long_paths_are_cut_between_characters)
+{
+    for (size_t pad = 0; pad < 10; pad++) {
+        char val[200];
+        memset(val, 'Q', pad);
+        val[pad] = '\0';
+        while (strlen(val) + 10 < 190)
+            strcat(val, MIXED);
+        /* an enum value quoted in the message (cut to 40 bytes) */
+        char with[300];
+        snprintf(with, sizeof with, "\"format\":\"%s\"", val);
+        char *text = minimal_with("\"format\":\"QRCODE\"", with);
+        pm_job job;
+        cr_assert_eq(run_json(&job, text), -1);
+        expect_reject(&job, "schema.enum", "barcode.format");
+        cr_assert(valid_utf8(job.err.message), "pad %zu: %s", pad, job.err.message);
+        cr_assert(strstr(job.err.message, "'..."), "pad %zu: %s", pad, job.err.message);
+        pm_job_free(&job);
+        free(text);
+        /* a map key longer than a field path holds */
+        snprintf(with, sizeof with, "\"attendee\":{},\"metadata\":{\"%s\":5}", val);
+        text = minimal_with("\"attendee\":{}", with);
+        cr_assert_eq(run_json(&job, text), -1);
+        cr_assert_str_eq(job.err.reason, "schema.type");
+        cr_assert(valid_utf8(job.err.field), "pad %zu: %s", pad, job.err.field);
+        cr_assert_gt(strlen(job.err.field), sizeof job.err.field - 5, "cut, not dropped");
+        char full[300];
+        snprintf(full, sizeof full, "metadata.%s", val);
+        cr_assert_eq(strncmp(job.err.field, full, strlen(job.err.field)), 0);
+        cr_assert(valid_utf8(job.err.message), "pad %zu", pad);
+        pm_job_free(&job);
+        free(text);
+    }
+}
+
+/* Frame a datum with a Confluent header for id. */
+static unsigned char *frame(uint32_t id, const unsigned char *datum, size_t len, size_t *out_len)
+{
+    unsigned char *f = malloc(len + 5);
+    f[0] = 0;
+    f[1] = (unsigned char)(id >> 24);
+    f[2] = (unsigned char)(id >> 16);
+    f[3] = (unsigned char)(id >> 8);
+    f[4] = (unsigned char)id;
+    memcpy(f + 5, datum, len);
+    *out_len = len + 5;
+    return f;
+}
+
+static int decode_with(void *st, pm_job *job, const unsigned char *raw, size_t len)
+{
+    pm_job_init(job);
+    job->format = PM_INPUT_CONFLUENT;
+    cr_assert_eq(pm_buf_append(&job->raw, raw, len), 0);
+    return pm_stage_decode.process(st, NULL, job);
+}
+
+/*
+ * Start the fake registry (tests/fake_schema_registry.py) knowing id 3 (the
+ * evolved schema) and id 4 (another record), and a decode stage using it
+ * for ids not in kafka.schema_ids (which holds id 1).
+ */
+static void *registry_stage(pm_config **cfg_out)
+{
+    cr_assert_eq(pmt_sh("mkdir -p '%s/reg/ids' && cp '%s/evolved.avsc' '%s/reg/ids/3.avsc' && "
+                        "printf '%%s' '{\"type\":\"record\",\"name\":\"Other\",\"fields\":[]}' "
+                        "> '%s/reg/ids/4.avsc'", tmp, tmp, tmp, tmp), 0);
+    cr_assert_eq(pmt_sh("python3 '%s' '%s/reg' >/dev/null 2>&1 & echo $! > '%s/reg.pid'",
+                        pmt_src("tests/fake_schema_registry.py"), tmp, tmp), 0);
+    char portfile[1024], *port = NULL;
+    snprintf(portfile, sizeof portfile, "%s/reg/port", tmp);
+    for (int i = 0; i < 200 && !(port = pmt_read_file(portfile, NULL)); i++)
+        usleep(50000);
+    cr_assert_not_null(port, "the fake registry did not start");
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/", port);
+    free(port);
+
+    pm_error err;
+    pm_config *c = pm_config_create();
+    char ids[1100];
+    snprintf(ids, sizeof ids, "1:%s", pmt_src("schemas/pass_request.avsc"));
+    cr_assert_eq(pm_config_set(c, "kafka.schema_ids", ids, &err), 0);
+    cr_assert_eq(pm_config_set(c, "kafka.schema_registry_url", url, &err), 0, "%s", err.message);
+    pm_context cx;
+    memset(&cx, 0, sizeof cx);
+    cx.config = c;
+    void *st;
+    cr_assert_eq(pm_stage_decode.create(&cx, &st, &err), 0, "%s", err.message);
+    *cfg_out = c;
+    return st;
+}
+
+Test(decode, schema_registry_ids_are_fetched_once_and_resolved)
+{
+    pm_config *c;
+    void *st = registry_stage(&c);
+
+    json_t *in = parse(MINIMAL);
+    size_t len, flen;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *datum = malloc(len + 12);
+    memcpy(datum, bin, len);
+    memcpy(datum + len, "\x02\x14SPRING2027", 12); /* promo_code */
+    pm_job job;
+    for (int k = 0; k < 3; k++) { /* fetched once, then cached */
+        unsigned char *f = frame(3, datum, len + 12, &flen);
+        cr_assert_eq(decode_with(st, &job, f, flen), 0, "%s: %s", job.err.reason, job.err.message);
+        char *got = dump(job.record);
+        cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+        free(got);
+        pm_job_free(&job);
+        free(f);
+    }
+    unsigned char *f = frame(4, bin, len, &flen);
+    cr_assert_eq(decode_with(st, &job, f, flen), -1);
+    expect_reject(&job, "avro.schema_id", "");
+    cr_assert(strstr(job.err.message, "cannot be read as"), "%s", job.err.message);
+    pm_job_free(&job);
+    free(f);
+    f = frame(5, bin, len, &flen);
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(decode_with(st, &job, f, flen), -1);
+        expect_reject(&job, "avro.schema_id", "");
+        cr_assert(strstr(job.err.message, "no schema id 5"), "%s", job.err.message);
+        pm_job_free(&job);
+    }
+    free(f);
+    f = frame(1, bin, len, &flen); /* from kafka.schema_ids: the registry is not asked */
+    cr_assert_eq(decode_with(st, &job, f, flen), 0, "%s", job.err.message);
+    pm_job_free(&job);
+    free(f);
+    size_t loglen;
+    char logpath[1024];
+    snprintf(logpath, sizeof logpath, "%s/reg/requests.log", tmp);
+    char *log = pmt_read_file(logpath, &loglen);
+    cr_assert_not_null(log);
+    cr_assert_str_eq(log, "/schemas/ids/3\n/schemas/ids/4\n/schemas/ids/5\n");
+    free(log);
+
+    /* the registry gone: a system failure (retried later), not a reject */
+    cr_assert_eq(pmt_sh("kill $(cat '%s/reg.pid') && rm '%s/reg.pid' && sleep 0.2", tmp, tmp), 0);
+    f = frame(6, bin, len, &flen);
+    cr_assert_eq(decode_with(st, &job, f, flen), -1);
+    cr_assert_eq(job.err.code, PM_ERR_IO, "%s", job.err.message);
+    cr_assert(strstr(job.err.message, "schema registry"), "%s", job.err.message);
+    cr_assert_null(strstr(job.err.message, "127.0.0.1"), "the URL may hold credentials");
+    pm_job_free(&job);
+    free(f);
+
+    pm_stage_decode.destroy(st);
+    pm_config_destroy(c);
+    free(datum);
+    free(bin);
+    json_decref(in);
+}
+
+Test(resolve, recursive_records_resolve_through_the_memo)
+{
+    const char *reader = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"int\"},"
+                         "{\"name\":\"next\",\"type\":[\"null\",\"L\"],\"default\":null}]}";
+    const char *writer = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"int\"},"
+                         "{\"name\":\"x\",\"type\":\"string\"},{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}";
+    pm_schema_writer *w;
+    pm_error err;
+    cr_assert_eq(pm_schema_writer_create(writer, strlen(writer), reader, &w, &err), 0, "%s",
+                 err.message);
+    enc e = {.n = 0};
+    e_long(&e, 1); e_str(&e, "a"); e_long(&e, 1);
+    e_long(&e, 2); e_str(&e, "b"); e_long(&e, 0);
+    resolves_to(w, &e, "{\"v\":1,\"next\":{\"v\":2,\"next\":null}}");
+    pm_schema_writer_destroy(w);
+    /* the same shape with v a string: incompatible however deep it recurses */
+    const char *bad = "{\"type\":\"record\",\"name\":\"L\",\"fields\":[{\"name\":\"v\",\"type\":\"string\"},"
+                      "{\"name\":\"next\",\"type\":[\"null\",\"L\"]}]}";
+    cr_assert_eq(pm_schema_writer_create(bad, strlen(bad), reader, &w, &err), -1);
+    cr_assert(strstr(err.message, "field v"), "%s", err.message);
+}
+
+typedef struct reg_thread {
+    void *st;
+    const unsigned char *framed;
+    size_t len;
+    int ok;
+} reg_thread;
+
+static void *reg_worker(void *arg)
+{
+    reg_thread *t = arg;
+    for (int k = 0; k < 20; k++) {
+        pm_job job;
+        pm_job_init(&job);
+        job.format = PM_INPUT_CONFLUENT;
+        pm_buf_append(&job.raw, t->framed, t->len);
+        if (pm_stage_decode.process(t->st, NULL, &job) == 0)
+            t->ok++;
+        pm_job_free(&job);
+    }
+    return NULL;
+}
+
+Test(decode, schema_registry_cache_is_shared_by_workers)
+{
+    /* four workers want id 3 at once: one fetch, every record decoded */
+    pm_config *c;
+    void *st = registry_stage(&c);
+    json_t *in = parse(MINIMAL);
+    size_t len, flen;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *datum = malloc(len + 1);
+    memcpy(datum, bin, len);
+    datum[len] = 0; /* promo_code null */
+    unsigned char *f = frame(3, datum, len + 1, &flen);
+    reg_thread t[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (reg_thread){st, f, flen, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, reg_worker, &t[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(t[i].ok, 20, "worker %d", i);
+    }
+    char logpath[1024];
+    snprintf(logpath, sizeof logpath, "%s/reg/requests.log", tmp);
+    char *log = pmt_read_file(logpath, NULL);
+    cr_assert_not_null(log);
+    cr_assert_str_eq(log, "/schemas/ids/3\n");
+    free(log);
+    cr_assert_eq(pmt_sh("kill $(cat '%s/reg.pid') && rm '%s/reg.pid'", tmp, tmp), 0);
+    pm_stage_decode.destroy(st);
+    pm_config_destroy(c);
+    free(f);
+    free(datum);
+    free(bin);
+    json_decref(in);
+}
+
+Test(resolve, garbage_through_a_resolved_writer_never_crashes)
+{
+    pm_schema_writer *w = writer_for(
+        "{\"name\":\"g\",\"type\":\"string\"},{\"name\":\"extra\",\"type\":{\"type\":\"map\","
+        "\"values\":{\"type\":\"array\",\"items\":[\"null\",\"bytes\",{\"type\":\"fixed\","
+        "\"name\":\"F\",\"size\":3}]}}},"
+        "{\"name\":\"e\",\"type\":{\"type\":\"enum\",\"name\":\"E\",\"symbols\":[\"W\",\"X\"]}},"
+        "{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"c\",\"type\":\"int\"},"
+        "{\"name\":\"d\",\"type\":\"float\"},{\"name\":\"f\",\"type\":[\"null\",\"string\",\"int\"]}");
+    uint64_t x = 2463534242ULL;
+    unsigned char buf[64];
+    for (int round = 0; round < 5000; round++) {
+        size_t n = (size_t)round % sizeof buf;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf[i] = (unsigned char)(x >> 24);
+        }
+        json_t *out = NULL;
+        size_t used;
+        pm_error err;
+        pm_error_clear(&err);
+        if (pm_schema_writer_decode(w, buf, n, &used, &out, &err) == 0) {
+            cr_assert_leq(used, n);
+            cr_assert(json_is_object(out));
+            json_decref(out);
+        } else {
+            cr_assert_eq(err.code, PM_ERR_REJECT, "%s", err.message);
+            cr_assert(!strcmp(err.reason, "avro.decode") || !strcmp(err.reason, "avro.resolve"),
+                      "%s", err.reason);
+            cr_assert_null(out);
+        }
+        pm_schema_writer_decode(w, buf, n, &used, NULL, &err);
+    }
+    pm_schema_writer_destroy(w);
 }

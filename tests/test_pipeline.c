@@ -254,3 +254,63 @@ Test(pipeline, an_identity_for_another_pass_type_is_refused_at_start)
     cr_assert(strstr(out, "template 'stadium'") && strstr(out, "pass.com.example.other"), "%s", out);
     free(out);
 }
+
+Test(pipeline, a_corrupt_avro_block_is_rejected_and_the_run_goes_on)
+{
+    /* an Avro container file whose first block's sync marker is damaged */
+    cr_assert_eq(pmt_sh("'%s' sample --format avro --count 150 --seed 4 > \"$W/good.avro\"",
+                        pmt_passmill()), 0);
+    cr_assert_eq(pmt_sh(
+        "python3 -c '\n"
+        "import os\n"
+        "w = os.environ[\"W\"]; b = bytearray(open(w + \"/good.avro\", \"rb\").read())\n"
+        "sync = bytes(b[-16:]); h = b.index(sync) + 16\n"
+        "def varint(p):\n"
+        "    v = s = 0\n"
+        "    while True:\n"
+        "        c = b[p]; p += 1; v |= (c & 0x7f) << s; s += 7\n"
+        "        if not c & 0x80: return (v >> 1) ^ -(v & 1), p\n"
+        "n, p = varint(h); size, p = varint(p)\n"
+        "assert p + size + 16 < len(b), \"one block only\"\n"
+        "b[p + size + 3] ^= 0x55\n"
+        "open(w + \"/in.jsonl\", \"wb\").write(b); open(w + \"/n\", \"w\").write(str(n))'"), 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/n", work);
+    char *ntext = pmt_read_file(path, NULL);
+    cr_assert_not_null(ntext);
+    int n = atoi(ntext);
+    free(ntext);
+    cr_assert_gt(n, 0);
+
+    char *summary;
+    int status = run(&summary, NULL);
+    cr_assert_eq(status, 1, "exit 1 (some rejected), not 3: %s", summary);
+    char expect[128];
+    snprintf(expect, sizeof expect, "in=150 passes=%d rejects=%d", 150 - n, n);
+    cr_assert_str_eq(summary, expect);
+    free(summary);
+
+    snprintf(path, sizeof path, "%s/rejects.jsonl", work);
+    FILE *rf = fopen(path, "r");
+    cr_assert_not_null(rf);
+    char line[65536];
+    int seen = 0;
+    char *got = calloc((size_t)n + 1, 1); /* workers write rejects in any order */
+    while (fgets(line, sizeof line, rf)) {
+        json_t *j = json_loads(line, 0, NULL);
+        cr_assert_not_null(j);
+        cr_assert_str_eq(json_string_value(json_object_get(j, "code")), "avro.block");
+        cr_assert_str_eq(json_string_value(json_object_get(j, "field")), "");
+        const char *reason = json_string_value(json_object_get(j, "reason"));
+        cr_assert(reason && strstr(reason, "sync marker"), "%s", line);
+        json_t *origin = json_object_get(j, "origin");
+        json_int_t at = json_integer_value(json_object_get(origin, "line"));
+        cr_assert(at >= 1 && at <= n && !got[at], "records 1..%d once each: %s", n, line);
+        got[at] = 1;
+        seen++;
+        json_decref(j);
+    }
+    fclose(rf);
+    free(got);
+    cr_assert_eq(seen, n);
+}

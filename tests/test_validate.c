@@ -19,6 +19,7 @@
 #include "wallet/template.h"
 #include "test_util.h"
 #include "stages/validate.h"
+#include "record/schema.h"
 
 static const char VALID[] =
     "{"
@@ -604,8 +605,9 @@ Test(validate, timestamps_calendar)
     put_str(r, "event.doors_open", "2028-02-29T18:00:00Z");
     put_str(r, "event.start", "2028-02-29T19:00:00Z");
     put_str(r, "event.end", "2028-02-29T22:00:00Z");
+    put_str(r, "expiration_date", "2028-03-01T06:00:00Z"); /* not before the start */
     ACCEPTS(r);
-    STR_ACCEPTS("expiration_date", "2000-02-29T00:00:00Z");
+    STR_ACCEPTS("relevant_date", "2000-02-29T00:00:00Z");
     STR_REJECTS("event.start", "2027-02-29T19:00:00Z", "time.invalid_date", "event.start");
     STR_REJECTS("expiration_date", "2100-02-29T00:00:00Z", "time.invalid_date", "expiration_date");
     STR_REJECTS("relevant_date", "2027-13-01T00:00:00Z", "time.invalid_date", "relevant_date");
@@ -634,6 +636,32 @@ Test(validate, event_time_order)
     REJECTS(r, "schema.type", "event.start");
 }
 
+Test(validate, expiration_not_before_start_for_issue_and_update)
+{
+    /* equal to the start is fine, one second before is not (offsets honoured) */
+    STR_ACCEPTS("expiration_date", "2027-06-12T19:30:00+01:00");
+    STR_REJECTS("expiration_date", "2027-06-12T19:29:59+01:00", "expiration.before_start",
+                "expiration_date");
+    STR_REJECTS("expiration_date", "2027-06-12T18:29:59Z", "expiration.before_start",
+                "expiration_date");
+    const char *actions[] = {"ISSUE", "UPDATE", "VOID", "EXPIRE", "REDEEM"};
+    for (size_t i = 0; i < 5; i++) {
+        json_t *r = valid();
+        put_str(r, "action", actions[i]);
+        put_str(r, "expiration_date", "2027-01-01T00:00:00Z");
+        if (i < 2) {
+            outcome o = REJECTS(r, "expiration.before_start", "expiration_date");
+            cr_assert(strstr(o.err.message, "2027-06-12T19:30:00+01:00"), "%s", o.err.message);
+        } else {
+            /* voiding, expiring or redeeming a pass may date its end in the past */
+            ACCEPTS(r);
+        }
+    }
+    json_t *r = valid();
+    put(r, "expiration_date", json_null());
+    ACCEPTS(r);
+}
+
 /* ------------------------------------------------------------------ */
 /* time zones                                                         */
 /* ------------------------------------------------------------------ */
@@ -660,6 +688,26 @@ Test(validate, time_zone)
 /* ------------------------------------------------------------------ */
 /* money                                                              */
 /* ------------------------------------------------------------------ */
+
+Test(validate, money_cap_is_in_the_schema_documentation)
+{
+    /* the cap validate applies is the one the schema's doc states */
+    json_t *def = json_loads(pm_schema_pass_request_json, 0, NULL);
+    cr_assert_not_null(def);
+    char *text = json_dumps(def, JSON_COMPACT);
+    const char *at = strstr(text, "\"amount_micros\"");
+    cr_assert_not_null(at);
+    const char *doc = strstr(at, "\"doc\"");
+    cr_assert_not_null(doc);
+    char cap[32];
+    snprintf(cap, sizeof cap, "%lld", (long long)PM_MONEY_MAX_MICROS);
+    const char *end = strchr(doc + 7, '"');
+    cr_assert(strstr(doc, cap) && strstr(doc, cap) < end, "doc: %.*s", (int)(end - doc), doc);
+    const char *code = strstr(doc, "money.too_large");
+    cr_assert(code && code < end, "the doc names the reject code");
+    free(text);
+    json_decref(def);
+}
 
 Test(validate, money)
 {

@@ -55,6 +55,7 @@ const pm_config_key pm_config_keys[] = {
     K("kafka.topic.rejects", PM_CFG_STRING, kafka_topic_rejects, "pass-rejects", "Dead-letter topic: original bytes, reason in headers."),
     K("kafka.value_format", PM_CFG_STRING, kafka_value_format, "avro", "Request values: avro (Confluent wire format) or json."),
     K("kafka.schema_ids", PM_CFG_STRING, kafka_schema_ids, "1:schemas/pass_request.avsc", "Schema id to .avsc file map, id:path[,id:path...]."),
+    K("kafka.schema_registry_url", PM_CFG_STRING, kafka_schema_registry_url, "", "Confluent-compatible schema registry for ids not in kafka.schema_ids; empty = none."),
     K("kafka.results_format", PM_CFG_STRING, kafka_results_format, "json", "Results topic values: json (the only format implemented)."),
     K("kafka.exit_on_eof", PM_CFG_BOOL, exit_on_eof, "false", "Stop once every assigned partition is at its end."),
     K("kafka.shutdown_timeout_ms", PM_CFG_INT, kafka_shutdown_ms, "30000", "Bound on stopping when the broker is gone: with kafka.exit_on_eof a run exits within about this long after the last broker became unreachable, and on SIGTERM within it; a third each for giving up on the broker, the last result deliveries (what is left counts failed and is not committed, so it is delivered again) and leaving the group."),

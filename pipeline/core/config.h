@@ -86,6 +86,7 @@ typedef struct pm_config {
     char *kafka_topic_rejects;
     char *kafka_value_format; /* "avro" (Confluent wire format) or "json" */
     char *kafka_schema_ids;   /* "id:schemas/file.avsc,..." */
+    char *kafka_schema_registry_url; /* "http://host:8081", "" = none */
     char *kafka_results_format; /* "json" or "avro" */
     bool exit_on_eof;
     int64_t kafka_shutdown_ms; /* bound on stopping with the broker gone */

@@ -6,6 +6,88 @@
 
 #include <openssl/err.h>
 
+size_t pm_utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    /* Walk back over at most three continuation bytes to the lead byte of
+     * the last character; cut before it if that character needs more bytes
+     * than the first max hold. */
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = max, back = 0;
+    while (i > 0 && back < 3 && (u[i - 1] & 0xC0) == 0x80) {
+        i--;
+        back++;
+    }
+    if (i == 0)
+        return max;
+    unsigned char lead = u[i - 1];
+    size_t need = lead >= 0xF0 && lead <= 0xF7 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xF8)
+        need = 1;
+    return need > back + 1 ? i - 1 : max;
+}
+
+/* Drop a character left incomplete at the end of s[0..len): snprintf cut
+ * it, or a caller's buffer did.  The bytes kept tell whether the last
+ * character is whole, so the byte after the cut is not needed. */
+static size_t whole(const char *s, size_t len)
+{
+    return len ? pm_utf8_cut(s, len + 1, len) : 0;
+}
+
+/* The length of the UTF-8 sequence at s (RFC 3629: shortest form, no
+ * surrogates, at most U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    for (size_t k = 1; k < n; k++, lo = 0x80, hi = 0xBF)
+        if (s[k] < lo || s[k] > hi) /* the NUL at the end stops this too */
+            return 0;
+    return n;
+}
+
+/* Whole characters only: a character cut at the end is dropped, any other
+ * byte that is not UTF-8 (raw Avro bytes in a map key) becomes '?'. */
+static void fit(char *buf)
+{
+    unsigned char *u = (unsigned char *)buf;
+    buf[whole(buf, strlen(buf))] = '\0';
+    for (size_t i = 0; u[i];) {
+        size_t n = utf8_len(u + i);
+        if (n == 0) {
+            u[i++] = '?';
+            continue;
+        }
+        i += n;
+    }
+}
+
+/* Copy src into dst[cap], cut at a character boundary. */
+static void copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    n = whole(src, n < cap - 1 ? n : cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    fit(dst);
+}
+
 void pm_error_clear(pm_error *err)
 {
     err->code = PM_OK;
@@ -20,6 +102,7 @@ int pm_error_set(pm_error *err, pm_code code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    fit(err->message);
     return -1;
 }
 
@@ -28,11 +111,12 @@ int pm_reject(pm_error *err, const char *reason, const char *field,
 {
     va_list ap;
     err->code = PM_ERR_REJECT;
-    snprintf(err->reason, sizeof err->reason, "%s", reason);
-    snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+    copy_cut(err->reason, sizeof err->reason, reason);
+    copy_cut(err->field, sizeof err->field, field ? field : "");
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
+    fit(err->message);
     return -1;
 }
 
@@ -43,17 +127,16 @@ void pm_error_prefix(pm_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    fit(prefix);
     memcpy(old, err->message, sizeof old);
-    /* Truncation is acceptable: the message is for humans. */
-    size_t n = strlen(prefix);
-    if (n > sizeof err->message - 3)
-        n = sizeof err->message - 3;
+    /* Cutting is acceptable (the message is for humans), but never inside
+     * a character. */
+    size_t n = pm_utf8_cut(prefix, strlen(prefix), sizeof err->message - 3);
     memcpy(err->message, prefix, n);
     err->message[n] = ':';
     err->message[n + 1] = ' ';
-    size_t room = sizeof err->message - n - 3, olen = strlen(old);
-    if (olen > room)
-        olen = room;
+    size_t room = sizeof err->message - n - 3;
+    size_t olen = pm_utf8_cut(old, strlen(old), room);
     memcpy(err->message + n + 2, old, olen);
     err->message[n + 2 + olen] = '\0';
 }
@@ -72,8 +155,7 @@ void pm_error_add_openssl(pm_error *err)
                 len += (size_t)n;
         }
     }
-    if (len >= sizeof err->message)
-        err->message[sizeof err->message - 1] = '\0';
+    fit(err->message);
 }
 
 const char *pm_code_name(pm_code code)

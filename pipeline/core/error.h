@@ -29,6 +29,12 @@ typedef enum pm_code {
     PM_ERR_INTERNAL
 } pm_code;
 
+/*
+ * The strings are always valid UTF-8: a field path or message longer than
+ * its buffer is cut at a character boundary, never inside a character, and
+ * a byte that is not UTF-8 (raw Avro bytes in a map key) becomes '?', so a
+ * reject line can always carry them as JSON strings.
+ */
 typedef struct pm_error {
     pm_code code;
     char reason[48];   /* stable machine code for rejects, "" otherwise */
@@ -53,6 +59,13 @@ void pm_error_prefix(pm_error *err, const char *fmt, ...)
 
 /* Append the OpenSSL error queue (and clear it) to err->message. */
 void pm_error_add_openssl(pm_error *err);
+
+/*
+ * The length of the longest prefix of s[0..len) of at most max bytes that
+ * does not end inside a UTF-8 sequence: a cut there keeps every character
+ * whole.  Bytes that are not UTF-8 count as one character each.
+ */
+size_t pm_utf8_cut(const char *s, size_t len, size_t max);
 
 /* A short lowercase name for a code: "reject", "io", ... */
 const char *pm_code_name(pm_code code);

@@ -560,7 +560,9 @@ static int source_loop(engine *e, const front_stage *decode, pm_error *err)
         pthread_mutex_lock(&e->fmu);
         e->outstanding++;
         pthread_mutex_unlock(&e->fmu);
-        if (pm_stage_decode.process(decode->state, decode->scratch, job) != 0 &&
+        /* A source may reject a record itself (a corrupt container block). */
+        if (job->err.code == PM_OK &&
+            pm_stage_decode.process(decode->state, decode->scratch, job) != 0 &&
             job->err.code == PM_OK)
             pm_error_set(&job->err, PM_ERR_INTERNAL, "stage decode failed without an error");
         if (chain_admit(e, job))

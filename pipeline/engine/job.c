@@ -19,6 +19,7 @@ void pm_job_reset(pm_job *job)
     job->tmpl = NULL;
     job->status = NULL;
     job->source_ref = NULL;
+    job->writer = NULL;
     job->format = PM_INPUT_JSON;
     job->origin.source[0] = '\0';
     job->origin.partition = -1;

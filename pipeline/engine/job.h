@@ -7,7 +7,9 @@
  * buffer capacity so the hot path does not allocate per pass.
  *
  * Who writes what (every other stage only reads):
- *   source    : format, raw, origin, source_ref
+ *   source    : format, raw, origin, source_ref, writer; and err when the
+ *               source itself rejects the record (a corrupt container
+ *               block): the stages are then skipped
  *   decode    : record, serial, patch
  *   merge     : record (from patch and the registry)
  *   validate  : tmpl, status
@@ -30,11 +32,12 @@
 #include "core/error.h"
 
 struct pm_template;
+struct pm_schema_writer;
 
 /* How job->raw is encoded. */
 typedef enum pm_input_format {
     PM_INPUT_JSON = 0,   /* one JSON object (a JSON Lines line) */
-    PM_INPUT_AVRO,       /* Avro binary datum written with schemas/pass_request.avsc */
+    PM_INPUT_AVRO,       /* Avro binary datum of job->writer (NULL: schemas/pass_request.avsc) */
     PM_INPUT_CONFLUENT   /* magic 0, 4-byte big-endian schema id, Avro binary datum */
 } pm_input_format;
 
@@ -65,6 +68,8 @@ typedef struct pm_job {
     pm_buf raw;                   /* source: original bytes, never modified */
     pm_origin origin;             /* source */
     void *source_ref;             /* source: opaque, handed back on completion */
+    const struct pm_schema_writer *writer; /* source: PM_INPUT_AVRO's writer schema,
+                                     borrowed (the source outlives its records) */
 
     json_t *record;               /* decode: owned; normalized, see stages/decode.h */
     const char *serial;           /* decode: points into record (or patch), NULL before */

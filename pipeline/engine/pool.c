@@ -33,7 +33,7 @@ struct pm_pool {
 
 static void run_stages(pm_pool *p, worker *w, pm_job *job)
 {
-    if (job->err.code != PM_OK) /* failed before the pool (decode) */
+    if (job->err.code != PM_OK) /* rejected before the pool (source or decode) */
         return;
     for (size_t i = 0; i < p->n_stages && !job->unchanged; i++) {
         if (p->stages[i]->process(p->states[i], w->scratch[i], job) != 0) {

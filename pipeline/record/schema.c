@@ -2,16 +2,20 @@
  * schema.c - the compiled-in pass request schema and record conversions.
  *
  * The .avsc text is parsed twice, once, at start-up:
- *   - by avro-c, for avro_schema_t users (container files, avro_value_t);
+ *   - by avro-c, for avro_schema_t users (avro_value_t conversions);
  *   - by jansson into a small node tree (pm_snode) that the conversions
  *     walk.  avro-c does not keep record field defaults, and its binary
  *     reader trusts length prefixes (it mallocs whatever a hostile prefix
  *     asks for), so decoding Avro bytes is done here, against the node
  *     tree, with every length, count and index checked before use.
+ * Writer schemas from the input (container headers, Confluent ids) get a
+ * node tree of their own, built by the same checked builder, and a
+ * resolution against the compiled tree (pm_schema_writer).
  * Nothing here knows the field list: everything walks the schema.
  * Supported types: null, boolean, int, long, float, double, string, record,
  * enum, array, map, union and references to named types.  bytes and fixed
- * have no normalized JSON form and make pm_schema_init() fail.
+ * have no normalized JSON form: the compiled schema may not use them, a
+ * writer schema may (skipped, or bytes read as a string).
  */
 #include "record/schema.h"
 
@@ -27,7 +31,8 @@
 
 typedef enum pm_stype {
     S_NULL, S_BOOLEAN, S_INT, S_LONG, S_FLOAT, S_DOUBLE, S_STRING,
-    S_RECORD, S_ENUM, S_ARRAY, S_MAP, S_UNION
+    S_RECORD, S_ENUM, S_ARRAY, S_MAP, S_UNION,
+    S_BYTES, S_FIXED /* writer schemas only: skipped, or bytes read as string */
 } pm_stype;
 
 typedef struct pm_snode pm_snode;
@@ -36,12 +41,15 @@ typedef struct pm_sfield {
     char *name;
     pm_snode *type;
     json_t *def;          /* normalized default, NULL when required */
+    json_t *aliases;      /* array of strings, or NULL */
 } pm_sfield;
 
 struct pm_snode {
     pm_stype type;
     char *name;           /* full name of a named type, else NULL */
-    size_t n;             /* fields, symbols or branches */
+    json_t *aliases;      /* named type: array of full names, or NULL */
+    long enum_default;    /* enum: index of its "default" symbol, or -1 */
+    size_t n;             /* fields, symbols, branches, or fixed size */
     pm_sfield *fields;    /* record */
     char **symbols;       /* enum */
     pm_snode **branches;  /* union */
@@ -63,10 +71,14 @@ static pm_error schema_init_err;
 static avro_schema_t schema_avro;
 static pm_snode *schema_root;
 
-/* Named types seen while building (only used during init). */
+/* While building a tree: its named types, and every node it allocated (so
+ * that a writer schema's tree can be freed). */
 typedef struct named_list {
     pm_snode **v;
     size_t len, cap;
+    pm_snode **all;
+    size_t all_len, all_cap;
+    bool writer;          /* bytes and fixed allowed */
 } named_list;
 
 /* ---- field paths ---- */
@@ -91,9 +103,8 @@ static size_t path_push(pm_path *p, const char *name)
         p->buf[p->len++] = '.';
         room--;
     }
-    size_t n = strlen(name);
-    if (n > room)
-        n = room;
+    /* A cut keeps whole UTF-8 characters: a map key may be any text. */
+    size_t n = pm_utf8_cut(name, strlen(name), room);
     memcpy(p->buf + p->len, name, n);
     p->len += n;
     p->buf[p->len] = '\0';
@@ -121,7 +132,7 @@ static const char *stype_name(pm_stype t)
 {
     static const char *names[] = {"null", "boolean", "int", "long", "float",
                                   "double", "string", "record", "enum",
-                                  "array", "map", "union"};
+                                  "array", "map", "union", "bytes", "fixed"};
     return names[t];
 }
 
@@ -159,7 +170,7 @@ static int kind_matches(pm_stype t, const json_t *v)
     case S_BOOLEAN: return json_is_boolean(v);
     case S_INT: case S_LONG: return json_is_integer(v);
     case S_FLOAT: case S_DOUBLE: return json_is_number(v);
-    case S_STRING: case S_ENUM: return json_is_string(v);
+    case S_STRING: case S_ENUM: case S_BYTES: case S_FIXED: return json_is_string(v);
     case S_RECORD: case S_MAP: return json_is_object(v);
     case S_ARRAY: return json_is_array(v);
     case S_UNION: return 0;
@@ -190,24 +201,94 @@ static void union_expected(const pm_snode *u, char *out, size_t outlen)
 }
 
 /* ---- building the node tree from the .avsc JSON ----
- * The tree lives as long as the process (read-only, shared by all threads). */
+ * The compiled schema's tree lives as long as the process (read-only,
+ * shared by all threads); a writer schema's tree is freed with its
+ * pm_schema_writer.  The builder checks what the Avro specification
+ * requires of a schema (names, no type defined twice, no duplicate field,
+ * symbol or union branch), so that avro-c is never handed a writer schema
+ * from the input: it leaks when such a schema fails to parse. */
 
-static pm_snode *node_new(pm_stype t)
+static pm_snode *node_new(named_list *nl, pm_stype t)
 {
+    if (nl->all_len == nl->all_cap) {
+        size_t cap = nl->all_cap ? nl->all_cap * 2 : 64;
+        pm_snode **v = realloc(nl->all, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        nl->all = v;
+        nl->all_cap = cap;
+    }
     pm_snode *n = calloc(1, sizeof *n);
     if (!n)
         return NULL;
     n->type = t;
+    n->enum_default = -1;
+    nl->all[nl->all_len++] = n;
     return n;
 }
 
-static int named_add(named_list *nl, pm_snode *n)
+/* Free every node a build allocated, and the lists. */
+static void tree_free(named_list *nl)
 {
+    for (size_t i = 0; i < nl->all_len; i++) {
+        pm_snode *n = nl->all[i];
+        free(n->name);
+        json_decref(n->aliases);
+        if (n->fields)
+            for (size_t k = 0; k < n->n; k++) {
+                free(n->fields[k].name);
+                json_decref(n->fields[k].def);
+                json_decref(n->fields[k].aliases);
+            }
+        free(n->fields);
+        if (n->symbols)
+            for (size_t k = 0; k < n->n; k++)
+                free(n->symbols[k]);
+        free(n->symbols);
+        free(n->branches);
+        free(n);
+    }
+    free(nl->all);
+    free(nl->v);
+    memset(nl, 0, sizeof *nl);
+}
+
+static pm_snode *named_find(const named_list *nl, const char *name, const char *ns);
+
+static pm_snode *build_fail(pm_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A schema error; NULL for the caller to return. */
+static pm_snode *build_fail(pm_error *err, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    pm_error_set(err, PM_ERR_FORMAT, "%s", msg);
+    return NULL;
+}
+
+static pm_snode *build_nomem(pm_error *err)
+{
+    pm_error_set(err, PM_ERR_NOMEM, "out of memory reading a schema");
+    return NULL;
+}
+
+static int named_add(named_list *nl, pm_snode *n, pm_error *err)
+{
+    if (named_find(nl, n->name, NULL)) {
+        build_fail(err, "type '%s' is defined twice", n->name);
+        return -1;
+    }
     if (nl->len == nl->cap) {
         size_t cap = nl->cap ? nl->cap * 2 : 16;
         pm_snode **v = realloc(nl->v, cap * sizeof *v);
-        if (!v)
+        if (!v) {
+            build_nomem(err);
             return -1;
+        }
         nl->v = v;
         nl->cap = cap;
     }
@@ -225,6 +306,11 @@ static pm_snode *named_find(const named_list *nl, const char *name, const char *
     for (size_t i = 0; i < nl->len; i++)
         if (strcmp(nl->v[i]->name, full) == 0)
             return nl->v[i];
+    /* A name without namespace may also be one defined in no namespace. */
+    if (!strchr(name, '.') && ns && *ns)
+        for (size_t i = 0; i < nl->len; i++)
+            if (strcmp(nl->v[i]->name, name) == 0)
+                return nl->v[i];
     return NULL;
 }
 
@@ -238,57 +324,136 @@ static char *full_name(const char *name, const char *ns)
     return strdup(buf);
 }
 
+/* Avro names: [A-Za-z_][A-Za-z0-9_]*, dotted parts for full names. */
+static bool name_ok(const char *s, bool dotted)
+{
+    bool start = true;
+    if (!s || !*s)
+        return false;
+    for (; *s; s++) {
+        char c = *s;
+        if (c == '.' && dotted && !start) {
+            start = true;
+            continue;
+        }
+        bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+        if (!alpha && (start || !(c >= '0' && c <= '9')))
+            return false;
+        start = false;
+    }
+    return !start;
+}
+
+/* "aliases" of a field or named type: an array of names (full names for a
+ * type, resolved against its namespace), kept for schema resolution. */
+static int build_aliases(json_t *def, const char *ns, bool type, json_t **out, pm_error *err)
+{
+    json_t *a = json_object_get(def, "aliases");
+    *out = NULL;
+    if (!a)
+        return 0;
+    if (!json_is_array(a)) {
+        build_fail(err, "aliases must be an array of names");
+        return -1;
+    }
+    json_t *keep = json_array();
+    if (!keep) {
+        build_nomem(err);
+        return -1;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        const char *name = json_string_value(v);
+        if (!name_ok(name, type)) {
+            json_decref(keep);
+            build_fail(err, "alias %zu is not a valid name", i);
+            return -1;
+        }
+        char *full = type ? full_name(name, ns) : strdup(name);
+        if (!full || json_array_append_new(keep, json_string(full)) != 0) {
+            free(full);
+            json_decref(keep);
+            build_nomem(err);
+            return -1;
+        }
+        free(full);
+    }
+    *out = keep;
+    return 0;
+}
+
 static int normalize(const pm_snode *n, json_t *in, json_t **out, pm_path *p,
                      pm_error *err);
 
-static pm_snode *build(json_t *def, const char *ns, named_list *nl, pm_error *err);
+static pm_snode *build(json_t *def, const char *ns, named_list *nl, int depth, pm_error *err);
 
-static int build_primitive(const char *name, pm_stype *t)
+static int build_primitive(const char *name, bool writer, pm_stype *t)
 {
     static const struct { const char *name; pm_stype t; } prims[] = {
         {"null", S_NULL}, {"boolean", S_BOOLEAN}, {"int", S_INT},
         {"long", S_LONG}, {"float", S_FLOAT}, {"double", S_DOUBLE},
-        {"string", S_STRING}};
+        {"string", S_STRING}, {"bytes", S_BYTES}};
     for (size_t i = 0; i < sizeof prims / sizeof prims[0]; i++)
         if (strcmp(name, prims[i].name) == 0) {
+            if (prims[i].t == S_BYTES && !writer)
+                return -1;
             *t = prims[i].t;
             return 0;
         }
     return -1;
 }
 
-static pm_snode *build_record(json_t *def, const char *ns, named_list *nl, pm_error *err)
+/* The name and namespace of a named type; inner[512] gets the namespace
+ * of what it holds. */
+static pm_snode *build_named(json_t *def, const char *ns, pm_stype t, named_list *nl,
+                             char *inner, pm_error *err)
 {
     const char *name = json_string_value(json_object_get(def, "name"));
-    const char *rns = json_string_value(json_object_get(def, "namespace"));
-    json_t *fields = json_object_get(def, "fields");
-    if (!name || !json_is_array(fields)) {
-        pm_error_set(err, PM_ERR_INTERNAL, "schema: record without name or fields");
+    const char *tns = json_string_value(json_object_get(def, "namespace"));
+    if (!name_ok(name, true))
+        return build_fail(err, "a %s needs a valid name, found '%s'", stype_name(t),
+                          name ? name : "(none)");
+    pm_snode *n = node_new(nl, t);
+    if (!n || !(n->name = full_name(name, tns ? tns : ns)))
+        return build_nomem(err);
+    /* What it holds is in its own namespace (a dotted name sets it). */
+    const char *dot = strrchr(n->name, '.');
+    snprintf(inner, 512, "%.*s", dot ? (int)(dot - n->name) : 0, n->name);
+    if (build_aliases(def, inner, true, &n->aliases, err) != 0 || named_add(nl, n, err) != 0)
         return NULL;
-    }
-    pm_snode *n = node_new(S_RECORD);
-    if (!n || !(n->name = full_name(name, rns ? rns : ns)))
-        goto nomem;
-    const char *inner_ns = rns ? rns : ns;
-    if (strchr(name, '.')) /* a dotted name sets the namespace of what it holds */
-        inner_ns = NULL;
-    if (named_add(nl, n) != 0)
-        goto nomem;
-    n->n = json_array_size(fields);
-    n->fields = calloc(n->n ? n->n : 1, sizeof *n->fields);
+    return n;
+}
+
+static pm_snode *build_record(json_t *def, const char *ns, named_list *nl, int depth,
+                              pm_error *err)
+{
+    json_t *fields = json_object_get(def, "fields");
+    if (!json_is_array(fields))
+        return build_fail(err, "record without fields");
+    char inner_ns[512];
+    pm_snode *n = build_named(def, ns, S_RECORD, nl, inner_ns, err);
+    if (!n)
+        return NULL;
+    size_t count = json_array_size(fields);
+    n->fields = calloc(count ? count : 1, sizeof *n->fields);
     if (!n->fields)
-        goto nomem;
-    for (size_t i = 0; i < n->n; i++) {
+        return build_nomem(err);
+    for (size_t i = 0; i < count; i++) {
         json_t *f = json_array_get(fields, i);
         const char *fname = json_string_value(json_object_get(f, "name"));
-        if (!fname) {
-            pm_error_set(err, PM_ERR_INTERNAL, "schema: field %zu of %s has no name", i, n->name);
-            return NULL;
-        }
+        if (!name_ok(fname, false))
+            return build_fail(err, "field %zu of %s has no valid name", i, n->name);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(n->fields[k].name, fname) == 0)
+                return build_fail(err, "field '%s' of %s is defined twice", fname, n->name);
         n->fields[i].name = strdup(fname);
         if (!n->fields[i].name)
-            goto nomem;
-        n->fields[i].type = build(json_object_get(f, "type"), inner_ns, nl, err);
+            return build_nomem(err);
+        n->n = i + 1; /* what tree_free frees */
+        if (build_aliases(f, NULL, false, &n->fields[i].aliases, err) != 0)
+            return NULL;
+        n->fields[i].type = build(json_object_get(f, "type"), inner_ns, nl, depth + 1, err);
         if (!n->fields[i].type)
             return NULL;
         json_t *d = json_object_get(f, "default");
@@ -298,115 +463,166 @@ static pm_snode *build_record(json_t *def, const char *ns, named_list *nl, pm_er
             pm_path p;
             path_init(&p);
             path_push(&p, fname);
-            if (dt->type == S_UNION && !kind_matches(dt->branches[0]->type, d)) {
-                pm_error_set(err, PM_ERR_INTERNAL,
-                             "schema: default of %s.%s does not match the union's first branch",
-                             n->name, fname);
-                return NULL;
-            }
+            if (dt->type == S_UNION && !kind_matches(dt->branches[0]->type, d))
+                return build_fail(err, "default of %s.%s does not match the union's first branch",
+                                  n->name, fname);
             if (normalize(dt, d, &n->fields[i].def, &p, err) != 0) {
-                pm_error_prefix(err, "schema: default of %s.%s", n->name, fname);
-                err->code = PM_ERR_INTERNAL;
+                pm_error_prefix(err, "the default of %s.%s", n->name, fname);
+                err->code = PM_ERR_FORMAT;
+                err->reason[0] = err->field[0] = '\0';
                 return NULL;
             }
         }
         n->min_size += n->fields[i].type->min_size;
     }
     return n;
-nomem:
-    pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
-    return NULL;
 }
 
 static pm_snode *build_enum(json_t *def, const char *ns, named_list *nl, pm_error *err)
 {
-    const char *name = json_string_value(json_object_get(def, "name"));
-    const char *ens = json_string_value(json_object_get(def, "namespace"));
     json_t *syms = json_object_get(def, "symbols");
-    if (!name || !json_is_array(syms) || json_array_size(syms) == 0) {
-        pm_error_set(err, PM_ERR_INTERNAL, "schema: enum without name or symbols");
+    if (!json_is_array(syms) || json_array_size(syms) == 0)
+        return build_fail(err, "enum without symbols");
+    char inner[512];
+    pm_snode *n = build_named(def, ns, S_ENUM, nl, inner, err);
+    if (!n)
         return NULL;
-    }
-    pm_snode *n = node_new(S_ENUM);
-    if (!n || !(n->name = full_name(name, ens ? ens : ns)) || named_add(nl, n) != 0)
-        goto nomem;
-    n->n = json_array_size(syms);
-    n->symbols = calloc(n->n, sizeof *n->symbols);
+    size_t count = json_array_size(syms);
+    n->symbols = calloc(count, sizeof *n->symbols);
     if (!n->symbols)
-        goto nomem;
-    for (size_t i = 0; i < n->n; i++) {
-        const char *s = json_string_value(json_array_get(syms, i));
-        if (!s || !(n->symbols[i] = strdup(s))) {
-            pm_error_set(err, PM_ERR_INTERNAL, "schema: bad symbol %zu in enum %s", i, n->name);
-            return NULL;
-        }
+        return build_nomem(err);
+    for (size_t i = 0; i < count; i++) {
+        const char *sym = json_string_value(json_array_get(syms, i));
+        if (!name_ok(sym, false))
+            return build_fail(err, "symbol %zu of enum %s is not a valid name", i, n->name);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(n->symbols[k], sym) == 0)
+                return build_fail(err, "symbol '%s' of enum %s is defined twice", sym, n->name);
+        if (!(n->symbols[i] = strdup(sym)))
+            return build_nomem(err);
+        n->n = i + 1;
+    }
+    json_t *d = json_object_get(def, "default");
+    if (d) {
+        for (size_t i = 0; i < n->n && json_is_string(d); i++)
+            if (strcmp(n->symbols[i], json_string_value(d)) == 0)
+                n->enum_default = (long)i;
+        if (n->enum_default < 0)
+            return build_fail(err, "the default of enum %s is not one of its symbols", n->name);
     }
     n->min_size = 1;
     return n;
-nomem:
-    pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
-    return NULL;
 }
 
-static pm_snode *build(json_t *def, const char *ns, named_list *nl, pm_error *err)
+/* Whether two union branches would be the same choice (the spec forbids it). */
+static bool same_branch(const pm_snode *a, const pm_snode *b)
+{
+    if (a->name || b->name)
+        return a->name && b->name && strcmp(a->name, b->name) == 0;
+    return a->type == b->type;
+}
+
+static pm_snode *build(json_t *def, const char *ns, named_list *nl, int depth, pm_error *err)
 {
     pm_stype t;
+    if (depth > PM_MAX_DEPTH)
+        return build_fail(err, "nested deeper than %d", PM_MAX_DEPTH);
+    if (!def)
+        return build_fail(err, "a field or item has no type");
     if (json_is_string(def)) {
         const char *s = json_string_value(def);
-        if (build_primitive(s, &t) == 0) {
-            pm_snode *n = node_new(t);
-            if (!n) {
-                pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
-                return NULL;
-            }
+        if (build_primitive(s, nl->writer, &t) == 0) {
+            pm_snode *n = node_new(nl, t);
+            if (!n)
+                return build_nomem(err);
             n->min_size = t == S_NULL ? 0 : t == S_FLOAT ? 4 : t == S_DOUBLE ? 8 : 1;
             return n;
         }
         pm_snode *ref = named_find(nl, s, ns);
         if (!ref)
-            pm_error_set(err, PM_ERR_INTERNAL, "schema: unknown or unsupported type '%s'", s);
+            return build_fail(err, "unknown or unsupported type '%s'", s);
         return ref;
     }
     if (json_is_array(def)) {
-        pm_snode *n = node_new(S_UNION);
-        if (!n || !(n->branches = calloc(json_array_size(def) + 1, sizeof *n->branches))) {
-            pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
-            return NULL;
-        }
-        n->n = json_array_size(def);
-        if (n->n == 0) {
-            pm_error_set(err, PM_ERR_INTERNAL, "schema: empty union");
-            return NULL;
-        }
-        for (size_t i = 0; i < n->n; i++)
-            if (!(n->branches[i] = build(json_array_get(def, i), ns, nl, err)))
+        size_t count = json_array_size(def);
+        if (count == 0)
+            return build_fail(err, "empty union");
+        pm_snode *n = node_new(nl, S_UNION);
+        if (!n || !(n->branches = calloc(count + 1, sizeof *n->branches)))
+            return build_nomem(err);
+        for (size_t i = 0; i < count; i++) {
+            pm_snode *b = build(json_array_get(def, i), ns, nl, depth + 1, err);
+            if (!b)
                 return NULL;
+            if (b->type == S_UNION)
+                return build_fail(err, "a union inside a union");
+            for (size_t k = 0; k < i; k++)
+                if (same_branch(n->branches[k], b))
+                    return build_fail(err, "a union has two %s branches",
+                                      b->name ? b->name : stype_name(b->type));
+            n->branches[i] = b;
+            n->n = i + 1;
+        }
         n->min_size = 1;
         return n;
     }
-    if (!json_is_object(def)) {
-        pm_error_set(err, PM_ERR_INTERNAL, "schema: a type must be a name, union or object");
-        return NULL;
-    }
+    if (!json_is_object(def))
+        return build_fail(err, "a type must be a name, union or object");
     json_t *tj = json_object_get(def, "type");
     const char *ts = json_string_value(tj);
     if (!ts)
-        return build(tj, ns, nl, err);
+        return build(tj, ns, nl, depth + 1, err);
     if (strcmp(ts, "record") == 0 || strcmp(ts, "error") == 0)
-        return build_record(def, ns, nl, err);
+        return build_record(def, ns, nl, depth, err);
     if (strcmp(ts, "enum") == 0)
         return build_enum(def, ns, nl, err);
-    if (strcmp(ts, "array") == 0 || strcmp(ts, "map") == 0) {
-        pm_snode *n = node_new(ts[0] == 'a' ? S_ARRAY : S_MAP);
-        if (!n) {
-            pm_error_set(err, PM_ERR_NOMEM, "schema: out of memory");
+    if (strcmp(ts, "fixed") == 0 && nl->writer) {
+        json_t *size = json_object_get(def, "size");
+        if (!json_is_integer(size) || json_integer_value(size) < 0 ||
+            json_integer_value(size) > (1 << 20))
+            return build_fail(err, "fixed needs a size 0..1048576");
+        char inner[512];
+        pm_snode *n = build_named(def, ns, S_FIXED, nl, inner, err);
+        if (!n)
             return NULL;
-        }
-        n->items = build(json_object_get(def, ts[0] == 'a' ? "items" : "values"), ns, nl, err);
+        n->n = (size_t)json_integer_value(size);
+        n->min_size = n->n;
+        return n;
+    }
+    if (strcmp(ts, "array") == 0 || strcmp(ts, "map") == 0) {
+        pm_snode *n = node_new(nl, ts[0] == 'a' ? S_ARRAY : S_MAP);
+        if (!n)
+            return build_nomem(err);
+        n->items = build(json_object_get(def, ts[0] == 'a' ? "items" : "values"), ns, nl,
+                         depth + 1, err);
         n->min_size = 1;
         return n->items ? n : NULL;
     }
-    return build(tj, ns, nl, err); /* {"type": "string"} and the like */
+    return build(tj, ns, nl, depth + 1, err); /* {"type": "string"} and the like */
+}
+
+/* Build a tree from schema text; on success the caller owns nl. */
+static pm_snode *build_text(const char *text, size_t len, bool writer, named_list *nl,
+                            pm_error *err)
+{
+    memset(nl, 0, sizeof *nl);
+    nl->writer = writer;
+    json_error_t jerr;
+    json_t *def = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    if (!def) {
+        pm_error_set(err, PM_ERR_FORMAT, "not JSON: line %d column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+        return NULL;
+    }
+    pm_snode *root = build(def, NULL, nl, 0, err);
+    json_decref(def);
+    if (root && root->type != S_RECORD) {
+        build_fail(err, "the schema is a %s, not a record", stype_name(root->type));
+        root = NULL;
+    }
+    if (!root)
+        tree_free(nl);
+    return root;
 }
 
 static void schema_init_once(void)
@@ -419,23 +635,16 @@ static void schema_init_once(void)
                      avro_strerror());
         return;
     }
-    json_error_t jerr;
-    json_t *def = json_loadb(pm_schema_pass_request_json, len, 0, &jerr);
-    if (!def) {
-        pm_error_set(err, PM_ERR_INTERNAL, "compiled schema is not JSON: line %d: %s",
-                     jerr.line, jerr.text);
+    named_list nl;
+    pm_snode *root = build_text(pm_schema_pass_request_json, len, false, &nl, err);
+    if (!root) {
+        err->code = PM_ERR_INTERNAL;
+        pm_error_prefix(err, "the compiled schema");
         return;
     }
-    named_list nl = {NULL, 0, 0};
-    pm_snode *root = build(def, NULL, &nl, err);
+    /* The tree is kept for the life of the process; only the lists go. */
     free(nl.v);
-    json_decref(def);
-    if (!root)
-        return;
-    if (root->type != S_RECORD) {
-        pm_error_set(err, PM_ERR_INTERNAL, "compiled schema is not a record");
-        return;
-    }
+    free(nl.all);
     schema_root = root;
 }
 
@@ -603,8 +812,10 @@ static int normalize(const pm_snode *n, json_t *in, json_t **out, pm_path *p,
                 break;
             len += (size_t)k;
         }
-        return pm_reject(err, "schema.enum", p->buf, "expected one of %s, found '%.40s'",
-                         syms, s);
+        /* The value quoted is cut to 40 bytes, at a character boundary. */
+        size_t slen = strlen(s), cut = pm_utf8_cut(s, slen, 40);
+        return pm_reject(err, "schema.enum", p->buf, "expected one of %s, found '%.*s'%s",
+                         syms, (int)cut, s, cut < slen ? "..." : "");
     }
     case S_ARRAY: {
         if (!json_is_array(in))
@@ -798,7 +1009,17 @@ static int bin_record(bin_reader *r, const pm_snode *n, json_t **out)
     return 0;
 }
 
-static int bin_array(bin_reader *r, const pm_snode *n, json_t **out)
+/* How an array's or map's elements are read: by bin_value, or resolved. */
+typedef int (*item_fn)(bin_reader *r, const void *item, json_t **out);
+
+static int item_bin(bin_reader *r, const void *item, json_t **out)
+{
+    return bin_value(r, item, out);
+}
+
+/* n (the writer's array) sizes the blocks; read each element with fn(item). */
+static int bin_array_of(bin_reader *r, const pm_snode *n, item_fn fn, const void *item,
+                        json_t **out)
 {
     json_t *a = NULL;
     if (out && !(a = json_array()))
@@ -813,7 +1034,7 @@ static int bin_array(bin_reader *r, const pm_snode *n, json_t **out)
         for (int64_t i = 0; i < count; i++, index++) {
             json_t *v = NULL;
             size_t old = path_index(&r->path, index);
-            int rc = bin_value(r, n->items, a ? &v : NULL);
+            int rc = fn(r, item, a ? &v : NULL);
             path_pop(&r->path, old);
             if (rc == 0 && a && json_array_append_new(a, v) != 0)
                 rc = bin_nomem(r);
@@ -829,7 +1050,8 @@ fail:
     return -1;
 }
 
-static int bin_map(bin_reader *r, const pm_snode *n, json_t **out)
+static int bin_map_of(bin_reader *r, const pm_snode *n, item_fn fn, const void *item,
+                      json_t **out)
 {
     json_t *o = NULL;
     if (out && !(o = json_object()))
@@ -857,7 +1079,7 @@ static int bin_map(bin_reader *r, const pm_snode *n, json_t **out)
             }
             json_t *v = NULL;
             size_t old = path_push(&r->path, key);
-            int rc = bin_value(r, n->items, o ? &v : NULL);
+            int rc = fn(r, item, o ? &v : NULL);
             path_pop(&r->path, old);
             if (rc == 0 && o && json_object_set_new_nocheck(o, key, v) != 0)
                 rc = bin_nomem(r);
@@ -902,7 +1124,7 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
         uint8_t b = 0;
         if ((rc = bin_fixed(r, 1, &b)) != 0)
             break;
-        if (b > 1) {
+        if (out && b > 1) {
             rc = bin_fail(r, "boolean byte is %u, not 0 or 1", b);
             break;
         }
@@ -914,7 +1136,9 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
     case S_LONG:
         if ((rc = bin_long(r, &l)) != 0)
             break;
-        if (n->type == S_INT && (l < INT32_MIN || l > INT32_MAX)) {
+        /* Value checks only when decoding: measuring needs the datum's
+         * extent, and a bad value does not hide where the next one starts. */
+        if (out && n->type == S_INT && (l < INT32_MIN || l > INT32_MAX)) {
             rc = bin_fail(r, "int value %" PRId64 " out of 32-bit range", l);
             break;
         }
@@ -940,7 +1164,7 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
         } else {
             memcpy(&d, &bits, 8);
         }
-        if (!isfinite(d)) {
+        if (out && !isfinite(d)) {
             rc = bin_fail(r, "%s is not a finite number", stype_name(n->type));
             break;
         }
@@ -948,7 +1172,8 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
             v = json_real(d);
         break;
     }
-    case S_STRING: {
+    case S_STRING:
+    case S_BYTES: { /* bytes only in writer schemas; read as a string (promotion) */
         const char *s;
         size_t len;
         if ((rc = bin_string(r, &s, &len)) != 0)
@@ -958,10 +1183,18 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
             v = json_stringn_nocheck(s, len);
         break;
     }
+    case S_FIXED: /* writer schemas only, never read into a record: skipped */
+        if (out)
+            rc = bin_fail(r, "fixed has no normalized form");
+        else if (bin_left(r) < n->n)
+            rc = bin_fail(r, "truncated: fixed of %zu bytes, %zu left", n->n, bin_left(r));
+        else
+            r->pos += n->n;
+        break;
     case S_ENUM:
         if ((rc = bin_long(r, &l)) != 0)
             break;
-        if (l < 0 || (uint64_t)l >= n->n) {
+        if (out && (l < 0 || (uint64_t)l >= n->n)) {
             rc = bin_fail(r, "enum index %" PRId64 " outside 0..%zu", l, n->n - 1);
             break;
         }
@@ -981,10 +1214,10 @@ static int bin_value(bin_reader *r, const pm_snode *n, json_t **out)
         rc = bin_record(r, n, out ? &v : NULL);
         break;
     case S_ARRAY:
-        rc = bin_array(r, n, out ? &v : NULL);
+        rc = bin_array_of(r, n, item_bin, n->items, out ? &v : NULL);
         break;
     case S_MAP:
-        rc = bin_map(r, n, out ? &v : NULL);
+        rc = bin_map_of(r, n, item_bin, n->items, out ? &v : NULL);
         break;
     }
     r->depth--;
@@ -1006,6 +1239,601 @@ int pm_schema_avro_decode(const unsigned char *data, size_t len, size_t *used,
     bin_reader r = {.p = data, .len = len, .pos = 0, .depth = 0, .err = err};
     path_init(&r.path);
     if (bin_value(&r, schema_root, out) != 0)
+        return -1;
+    if (used)
+        *used = r.pos;
+    return 0;
+}
+
+
+/* ---- schema resolution: bytes of a writer schema read as the reader's ----
+ *
+ * The rules of the Avro specification ("Schema Resolution"): record fields
+ * are matched by name or by the reader field's aliases, in any order; a
+ * writer field the reader lacks is skipped; a reader field the writer lacks
+ * takes its default (none: incompatible); int, long and float promote to
+ * wider numbers and bytes to string; an enum symbol the reader lacks takes
+ * the reader enum's default; union branches are resolved one by one.
+ * What cannot be resolved at all is refused when the writer is created;
+ * a writer union branch (or enum symbol) that cannot be read is only an
+ * error for a datum that uses it ("avro.resolve").  Resolution is worked
+ * out once, into a tree of pm_rnode, so a datum is read in one pass. */
+
+typedef enum rkind {
+    R_DIRECT,   /* same type: read as is */
+    R_PROMOTE,  /* int/long/float to a wider number, bytes to string */
+    R_RECORD, R_ENUM, R_ARRAY, R_MAP,
+    R_WUNION,   /* writer union: each branch resolved */
+    R_RUNION,   /* reader union, writer not: the reader branch it matches */
+    R_FAIL      /* cannot be read: why */
+} rkind;
+
+typedef struct pm_rnode pm_rnode;
+struct pm_rnode {
+    rkind kind;
+    const pm_snode *w, *r;
+    long *map;            /* record: reader field of each writer field, -1 skipped;
+                             enum: reader symbol of each writer symbol, -1 none */
+    pm_rnode **sub;       /* record: each writer field's resolution (NULL skipped);
+                             writer union: each branch's */
+    pm_rnode *items;      /* array items, map values; reader union: the branch */
+    char *why;            /* R_FAIL */
+};
+
+struct pm_schema_writer {
+    named_list wtree, rtree;   /* rtree empty when the reader is the compiled schema */
+    pm_snode *wroot;
+    const pm_snode *rroot;
+    bool identity;             /* the writer is the reader: no resolution */
+    pm_rnode **nodes;          /* every pm_rnode, to free */
+    size_t nodes_len, nodes_cap;
+    pm_rnode *root;
+};
+
+typedef struct rmemo {
+    const pm_snode *w, *r;
+    pm_rnode *n;
+} rmemo;
+
+typedef struct rbuild {
+    pm_schema_writer *sw;
+    rmemo *memo;               /* record pairs resolved or in progress (recursion) */
+    size_t memo_len, memo_cap;
+    bool nomem;
+    pm_path path;
+} rbuild;
+
+/* Whether two trees are the same schema (names, fields, symbols, order). */
+static bool same_tree(const pm_snode *a, const pm_snode *b, int depth)
+{
+    if (a == b)
+        return true;
+    if (depth > 2 * PM_MAX_DEPTH || a->type != b->type)
+        return false;
+    if ((a->name || b->name) && !(a->name && b->name && strcmp(a->name, b->name) == 0))
+        return false;
+    switch (a->type) {
+    case S_RECORD:
+        if (a->n != b->n)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (strcmp(a->fields[i].name, b->fields[i].name) != 0 ||
+                !same_tree(a->fields[i].type, b->fields[i].type, depth + 1))
+                return false;
+        return true;
+    case S_ENUM:
+        if (a->n != b->n)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (strcmp(a->symbols[i], b->symbols[i]) != 0)
+                return false;
+        return true;
+    case S_UNION:
+        if (a->n != b->n)
+            return false;
+        for (size_t i = 0; i < a->n; i++)
+            if (!same_tree(a->branches[i], b->branches[i], depth + 1))
+                return false;
+        return true;
+    case S_ARRAY:
+    case S_MAP:
+        return same_tree(a->items, b->items, depth + 1);
+    case S_FIXED:
+        return a->n == b->n;
+    default:
+        return true;
+    }
+}
+
+static const char *unqualified(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+/* Named types match by unqualified name, or by one of the reader's aliases. */
+static bool names_match(const pm_snode *w, const pm_snode *r)
+{
+    if (strcmp(unqualified(w->name), unqualified(r->name)) == 0)
+        return true;
+    size_t i;
+    json_t *a;
+    json_array_foreach(r->aliases, i, a) {
+        const char *s = json_string_value(a);
+        if (strcmp(s, w->name) == 0 || strcmp(unqualified(s), unqualified(w->name)) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool promotable(pm_stype w, pm_stype r)
+{
+    switch (w) {
+    case S_INT: return r == S_LONG || r == S_FLOAT || r == S_DOUBLE;
+    case S_LONG: return r == S_FLOAT || r == S_DOUBLE;
+    case S_FLOAT: return r == S_DOUBLE;
+    case S_BYTES: return r == S_STRING;
+    default: return false;
+    }
+}
+
+static const char *type_label(const pm_snode *n)
+{
+    return n->name ? n->name : stype_name(n->type);
+}
+
+static pm_rnode *rnode_new(rbuild *b, rkind k, const pm_snode *w, const pm_snode *r)
+{
+    pm_schema_writer *sw = b->sw;
+    if (sw->nodes_len == sw->nodes_cap) {
+        size_t cap = sw->nodes_cap ? sw->nodes_cap * 2 : 64;
+        pm_rnode **v = realloc(sw->nodes, cap * sizeof *v);
+        if (!v) {
+            b->nomem = true;
+            return NULL;
+        }
+        sw->nodes = v;
+        sw->nodes_cap = cap;
+    }
+    pm_rnode *n = calloc(1, sizeof *n);
+    if (!n) {
+        b->nomem = true;
+        return NULL;
+    }
+    n->kind = k;
+    n->w = w;
+    n->r = r;
+    sw->nodes[sw->nodes_len++] = n;
+    return n;
+}
+
+static pm_rnode *resolve(rbuild *b, const pm_snode *w, const pm_snode *r, int depth,
+                         char *why, size_t whylen);
+
+static pm_rnode *resolve_fail(rbuild *b, char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Incompatible: why = "at PATH: what" (or just what at the top). */
+static pm_rnode *resolve_fail(rbuild *b, char *why, size_t whylen, const char *fmt, ...)
+{
+    char msg[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (b->path.len)
+        snprintf(why, whylen, "field %s: %s", b->path.buf, msg);
+    else
+        snprintf(why, whylen, "%s", msg);
+    return NULL;
+}
+
+/* The reader branch a writer type is read as: same type (and name) first,
+ * then a promotion; -1 if none. */
+static long reader_branch(const pm_snode *w, const pm_snode *ru)
+{
+    for (size_t i = 0; i < ru->n; i++) {
+        const pm_snode *r = ru->branches[i];
+        if (r->type == w->type && (!r->name || names_match(w, r)))
+            return (long)i;
+    }
+    for (size_t i = 0; i < ru->n; i++)
+        if (promotable(w->type, ru->branches[i]->type))
+            return (long)i;
+    return -1;
+}
+
+/* A record pair that cannot be resolved stays in the memo as R_FAIL: a
+ * later use of the pair fails the same way, and a recursive use made while
+ * it was being resolved reads as avro.resolve, never a half-built node. */
+static pm_rnode *record_failed(rbuild *b, pm_rnode *n, const char *why)
+{
+    n->kind = R_FAIL;
+    if (!n->why && !(n->why = strdup(why)))
+        b->nomem = true;
+    return NULL;
+}
+
+static pm_rnode *resolve_record_fields(rbuild *b, pm_rnode *n, int depth, char *why,
+                                       size_t whylen);
+
+static pm_rnode *resolve_record(rbuild *b, const pm_snode *w, const pm_snode *r, int depth,
+                                char *why, size_t whylen)
+{
+    for (size_t i = 0; i < b->memo_len; i++)
+        if (b->memo[i].w == w && b->memo[i].r == r) {
+            if (b->memo[i].n->kind == R_FAIL)
+                return resolve_fail(b, why, whylen, "%s", b->memo[i].n->why);
+            return b->memo[i].n;
+        }
+    pm_rnode *n = rnode_new(b, R_RECORD, w, r);
+    if (!n || !(n->map = malloc((w->n ? w->n : 1) * sizeof *n->map)) ||
+        !(n->sub = calloc(w->n ? w->n : 1, sizeof *n->sub))) {
+        b->nomem = true;
+        return NULL;
+    }
+    if (b->memo_len == b->memo_cap) {
+        size_t cap = b->memo_cap ? b->memo_cap * 2 : 16;
+        rmemo *m = realloc(b->memo, cap * sizeof *m);
+        if (!m) {
+            b->nomem = true;
+            return NULL;
+        }
+        b->memo = m;
+        b->memo_cap = cap;
+    }
+    b->memo[b->memo_len++] = (rmemo){w, r, n};
+    if (!resolve_record_fields(b, n, depth, why, whylen))
+        return b->nomem ? NULL : record_failed(b, n, why);
+    return n;
+}
+
+static pm_rnode *resolve_record_fields(rbuild *b, pm_rnode *n, int depth, char *why,
+                                       size_t whylen)
+{
+    const pm_snode *w = n->w, *r = n->r;
+    for (size_t i = 0; i < w->n; i++)
+        n->map[i] = -1;
+    for (size_t j = 0; j < r->n; j++) {
+        const pm_sfield *rf = &r->fields[j];
+        long found = -1;
+        for (size_t i = 0; i < w->n && found < 0; i++) {
+            if (strcmp(w->fields[i].name, rf->name) == 0)
+                found = (long)i;
+            size_t k;
+            json_t *a;
+            json_array_foreach(rf->aliases, k, a)
+                if (found < 0 && strcmp(w->fields[i].name, json_string_value(a)) == 0)
+                    found = (long)i;
+        }
+        size_t old = path_push(&b->path, rf->name);
+        if (found < 0) {
+            pm_rnode *f = rf->def ? n
+                                  : resolve_fail(b, why, whylen,
+                                                 "the reader's field has no default and the "
+                                                 "writer's %s has no such field", w->name);
+            path_pop(&b->path, old);
+            if (!f)
+                return NULL;
+            continue;
+        }
+        if (n->map[found] >= 0) {
+            resolve_fail(b, why, whylen, "two reader fields read the writer's field '%s'",
+                         w->fields[found].name);
+            path_pop(&b->path, old);
+            return NULL;
+        }
+        n->map[found] = (long)j;
+        n->sub[found] = resolve(b, w->fields[found].type, rf->type, depth + 1, why, whylen);
+        path_pop(&b->path, old);
+        if (!n->sub[found])
+            return NULL;
+    }
+    return n;
+}
+
+static pm_rnode *resolve(rbuild *b, const pm_snode *w, const pm_snode *r, int depth,
+                         char *why, size_t whylen)
+{
+    if (depth > 2 * PM_MAX_DEPTH)
+        return resolve_fail(b, why, whylen, "nested deeper than %d", 2 * PM_MAX_DEPTH);
+    if (w->type == S_UNION) {
+        pm_rnode *n = rnode_new(b, R_WUNION, w, r);
+        if (!n || !(n->sub = calloc(w->n, sizeof *n->sub))) {
+            b->nomem = true;
+            return NULL;
+        }
+        size_t ok = 0;
+        for (size_t i = 0; i < w->n; i++) {
+            char bwhy[512];
+            n->sub[i] = resolve(b, w->branches[i], r, depth + 1, bwhy, sizeof bwhy);
+            if (b->nomem)
+                return NULL;
+            if (n->sub[i]) {
+                ok++;
+                continue;
+            }
+            /* Only an error for a datum that takes this branch. */
+            if (!(n->sub[i] = rnode_new(b, R_FAIL, w->branches[i], r)) ||
+                !(n->sub[i]->why = strdup(bwhy))) {
+                b->nomem = true;
+                return NULL;
+            }
+        }
+        if (!ok)
+            return resolve_fail(b, why, whylen, "no branch of the writer's union can be read "
+                                "as the reader's %s", type_label(r));
+        return n;
+    }
+    if (r->type == S_UNION) {
+        long k = reader_branch(w, r);
+        if (k < 0)
+            return resolve_fail(b, why, whylen, "the writer's %s matches no branch of the "
+                                "reader's union", type_label(w));
+        pm_rnode *n = rnode_new(b, R_RUNION, w, r);
+        if (!n)
+            return NULL;
+        n->items = resolve(b, w, r->branches[k], depth + 1, why, whylen);
+        return n->items ? n : NULL;
+    }
+    if (w->type != r->type) {
+        if (promotable(w->type, r->type))
+            return rnode_new(b, R_PROMOTE, w, r);
+        return resolve_fail(b, why, whylen, "the writer's %s cannot be read as the reader's %s",
+                            type_label(w), type_label(r));
+    }
+    switch (w->type) {
+    case S_RECORD:
+        if (!names_match(w, r))
+            return resolve_fail(b, why, whylen, "the writer's record %s is not the reader's %s "
+                                "(names differ, and no alias of %s names it)", w->name,
+                                r->name, r->name);
+        return resolve_record(b, w, r, depth, why, whylen);
+    case S_ENUM: {
+        if (!names_match(w, r))
+            return resolve_fail(b, why, whylen, "the writer's enum %s is not the reader's %s",
+                                w->name, r->name);
+        pm_rnode *n = rnode_new(b, R_ENUM, w, r);
+        if (!n || !(n->map = malloc(w->n * sizeof *n->map))) {
+            b->nomem = true;
+            return NULL;
+        }
+        for (size_t i = 0; i < w->n; i++) {
+            n->map[i] = -1;
+            for (size_t k = 0; k < r->n; k++)
+                if (strcmp(w->symbols[i], r->symbols[k]) == 0)
+                    n->map[i] = (long)k;
+        }
+        return n;
+    }
+    case S_ARRAY:
+    case S_MAP: {
+        pm_rnode *n = rnode_new(b, w->type == S_ARRAY ? R_ARRAY : R_MAP, w, r);
+        if (!n)
+            return NULL;
+        n->items = resolve(b, w->items, r->items, depth + 1, why, whylen);
+        return n->items ? n : NULL;
+    }
+    case S_FIXED:
+        return resolve_fail(b, why, whylen, "fixed cannot be read");
+    default:
+        return rnode_new(b, R_DIRECT, w, r);
+    }
+}
+
+static int res_value(bin_reader *rd, const pm_rnode *n, json_t **out);
+
+static int item_res(bin_reader *rd, const void *item, json_t **out)
+{
+    return res_value(rd, item, out);
+}
+
+static int res_record(bin_reader *rd, const pm_rnode *n, json_t **out)
+{
+    const pm_snode *w = n->w, *r = n->r;
+    json_t **slot = calloc(r->n ? r->n : 1, sizeof *slot);
+    json_t *o = NULL;
+    int rc = 0;
+    if (!slot)
+        return bin_nomem(rd);
+    for (size_t i = 0; i < w->n && rc == 0; i++) {
+        long j = n->map[i];
+        size_t old = path_push(&rd->path, j >= 0 ? r->fields[j].name : w->fields[i].name);
+        rc = j >= 0 ? res_value(rd, n->sub[i], &slot[j])
+                    : bin_value(rd, w->fields[i].type, NULL); /* skipped */
+        path_pop(&rd->path, old);
+    }
+    if (rc == 0 && !(o = json_object()))
+        rc = bin_nomem(rd);
+    for (size_t j = 0; j < r->n; j++) {
+        if (rc == 0 && !slot[j] && !(slot[j] = json_deep_copy(r->fields[j].def)))
+            rc = bin_nomem(rd);
+        if (rc == 0 && json_object_set_new(o, r->fields[j].name, slot[j]) != 0)
+            rc = bin_nomem(rd);
+        else if (rc != 0)
+            json_decref(slot[j]);
+        slot[j] = NULL;
+    }
+    free(slot);
+    if (rc != 0) {
+        json_decref(o);
+        return -1;
+    }
+    *out = o;
+    return 0;
+}
+
+static int res_reject(bin_reader *rd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A well-formed datum with no value in the reader's schema. */
+static int res_reject(bin_reader *rd, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return pm_reject(rd->err, "avro.resolve", rd->path.buf, "%s", msg);
+}
+
+static int res_value(bin_reader *rd, const pm_rnode *n, json_t **out)
+{
+    int64_t l;
+    json_t *v = NULL;
+    int rc = 0;
+    if (++rd->depth > 2 * PM_MAX_DEPTH) {
+        rd->depth--;
+        return bin_fail(rd, "nested deeper than %d", 2 * PM_MAX_DEPTH);
+    }
+    switch (n->kind) {
+    case R_DIRECT:
+        rc = bin_value(rd, n->w, &v);
+        break;
+    case R_PROMOTE:
+        if (n->w->type == S_INT || n->w->type == S_LONG) {
+            if ((rc = bin_long(rd, &l)) != 0)
+                break;
+            if (n->w->type == S_INT && (l < INT32_MIN || l > INT32_MAX)) {
+                rc = bin_fail(rd, "int value %" PRId64 " out of 32-bit range", l);
+                break;
+            }
+            v = n->r->type == S_LONG    ? json_integer(l)
+                : n->r->type == S_FLOAT ? json_real((double)(float)l)
+                                        : json_real((double)l);
+        } else {
+            rc = bin_value(rd, n->w, &v); /* float as double, bytes as string */
+        }
+        break;
+    case R_RECORD:
+        rc = res_record(rd, n, &v);
+        break;
+    case R_ENUM:
+        if ((rc = bin_long(rd, &l)) != 0)
+            break;
+        if (l < 0 || (uint64_t)l >= n->w->n) {
+            rc = bin_fail(rd, "enum index %" PRId64 " outside 0..%zu", l, n->w->n - 1);
+            break;
+        }
+        if (n->map[l] < 0 && n->r->enum_default < 0) {
+            rc = res_reject(rd, "the writer's symbol %s is not in the reader's enum %s, which "
+                            "has no default", n->w->symbols[l], n->r->name);
+            break;
+        }
+        v = json_string(n->r->symbols[n->map[l] >= 0 ? n->map[l] : n->r->enum_default]);
+        break;
+    case R_ARRAY:
+        rc = bin_array_of(rd, n->w, item_res, n->items, &v);
+        break;
+    case R_MAP:
+        rc = bin_map_of(rd, n->w, item_res, n->items, &v);
+        break;
+    case R_WUNION:
+        if ((rc = bin_long(rd, &l)) != 0)
+            break;
+        if (l < 0 || (uint64_t)l >= n->w->n) {
+            rc = bin_fail(rd, "union branch %" PRId64 " outside 0..%zu", l, n->w->n - 1);
+            break;
+        }
+        rc = res_value(rd, n->sub[l], &v);
+        break;
+    case R_RUNION:
+        rc = res_value(rd, n->items, &v);
+        break;
+    case R_FAIL:
+        rc = res_reject(rd, "the writer's %s cannot be read: %s", type_label(n->w), n->why);
+        break;
+    }
+    rd->depth--;
+    if (rc != 0)
+        return -1;
+    if (!v)
+        return bin_nomem(rd);
+    *out = v;
+    return 0;
+}
+
+void pm_schema_writer_destroy(pm_schema_writer *sw)
+{
+    if (!sw)
+        return;
+    for (size_t i = 0; i < sw->nodes_len; i++) {
+        free(sw->nodes[i]->map);
+        free(sw->nodes[i]->sub);
+        free(sw->nodes[i]->why);
+        free(sw->nodes[i]);
+    }
+    free(sw->nodes);
+    tree_free(&sw->wtree);
+    tree_free(&sw->rtree);
+    free(sw);
+}
+
+int pm_schema_writer_create(const char *writer_json, size_t len, const char *reader_json,
+                            pm_schema_writer **out, pm_error *err)
+{
+    *out = NULL;
+    if (need_init(err) != 0)
+        return -1;
+    pm_schema_writer *sw = calloc(1, sizeof *sw);
+    if (!sw)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    sw->wroot = build_text(writer_json, len, true, &sw->wtree, err);
+    if (!sw->wroot) {
+        pm_error_prefix(err, "the writer schema");
+        pm_schema_writer_destroy(sw);
+        return -1;
+    }
+    if (reader_json) {
+        pm_snode *rr = build_text(reader_json, strlen(reader_json), false, &sw->rtree, err);
+        if (!rr) {
+            pm_error_prefix(err, "the reader schema");
+            pm_schema_writer_destroy(sw);
+            return -1;
+        }
+        sw->rroot = rr;
+    } else {
+        sw->rroot = schema_root;
+    }
+    sw->identity = same_tree(sw->wroot, sw->rroot, 0);
+    if (!sw->identity) {
+        rbuild b = {.sw = sw};
+        char why[600];
+        path_init(&b.path);
+        sw->root = resolve(&b, sw->wroot, sw->rroot, 0, why, sizeof why);
+        free(b.memo);
+        if (!sw->root) {
+            if (b.nomem)
+                pm_error_set(err, PM_ERR_NOMEM, "out of memory resolving the writer schema");
+            else
+                pm_error_set(err, PM_ERR_FORMAT, "the writer schema %s cannot be read as %s: %s",
+                             sw->wroot->name, sw->rroot->name, why);
+            pm_schema_writer_destroy(sw);
+            return -1;
+        }
+    }
+    *out = sw;
+    return 0;
+}
+
+bool pm_schema_writer_is_reader(const pm_schema_writer *sw)
+{
+    return sw->identity;
+}
+
+size_t pm_schema_writer_min_size(const pm_schema_writer *sw)
+{
+    return sw->wroot->min_size;
+}
+
+int pm_schema_writer_decode(const pm_schema_writer *sw, const unsigned char *data, size_t len,
+                            size_t *used, json_t **out, pm_error *err)
+{
+    if (!sw)
+        return pm_schema_avro_decode(data, len, used, out, err);
+    bin_reader r = {.p = data, .len = len, .pos = 0, .depth = 0, .err = err};
+    path_init(&r.path);
+    int rc = !out || sw->identity ? bin_value(&r, sw->wroot, out) : res_value(&r, sw->root, out);
+    if (rc != 0)
         return -1;
     if (used)
         *used = r.pos;
@@ -1084,6 +1912,10 @@ static int value_to_json(const pm_snode *n, avro_value_t *v, json_t **out, pm_pa
         j = json_string(n->symbols[e]);
         break;
     }
+    case S_BYTES:
+    case S_FIXED:
+        return pm_error_set(err, PM_ERR_INTERNAL, "the compiled schema has no %s",
+                            stype_name(n->type));
     case S_UNION: {
         int d;
         avro_value_t branch;
@@ -1207,6 +2039,10 @@ static int json_to_value(const pm_snode *n, json_t *j, avro_value_t *v, pm_path 
         rc = avro_value_set_enum(v, (int)i);
         break;
     }
+    case S_BYTES:
+    case S_FIXED:
+        return pm_error_set(err, PM_ERR_INTERNAL, "the compiled schema has no %s",
+                            stype_name(n->type));
     case S_UNION: {
         long b = union_pick(n, j);
         avro_value_t branch;

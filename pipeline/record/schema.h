@@ -44,11 +44,50 @@ int pm_schema_json_to_avro(json_t *record, avro_value_t *out, pm_error *err);
  * union and enum indexes checked before use; nothing allocated beyond what
  * the input can hold).  *used = bytes consumed (may be < len).  With
  * out == NULL it only checks the structure and measures the datum (used to
- * split Avro container blocks).  Reject "avro.decode" with the field path.
+ * split Avro container blocks): the checks of a value that do not change
+ * where the datum ends (an int beyond 32 bits, a NaN or infinite float or
+ * double, an enum index out of range, a boolean byte not 0/1) are left to
+ * decoding, so one bad value is that record's reject, not the block's.
+ * Reject "avro.decode" with the field path.
  * String bytes are kept as they are (validate checks UTF-8).
  */
 int pm_schema_normalize(json_t *record, json_t **out, pm_error *err);
 int pm_schema_avro_decode(const unsigned char *data, size_t len, size_t *used,
                           json_t **out, pm_error *err);
+
+/*
+ * A writer schema (a container file's header, a Confluent schema id)
+ * resolved against a reader schema by the Avro specification's rules:
+ * fields matched by name or reader alias in any order, writer-only fields
+ * skipped, reader-only fields defaulted, int/long/float promoted to wider
+ * numbers and bytes to string, enum symbols by name (else the reader
+ * enum's default), unions branch by branch.
+ *
+ * pm_schema_writer_create: parse writer_json (checked as the specification
+ * requires; avro-c never sees it) and resolve it against reader_json, or
+ * against the compiled schema when reader_json is NULL.  PM_ERR_FORMAT
+ * when the writer schema is invalid, or cannot be read as the reader
+ * ("... cannot be read as com.passmill.PassRequest: field event.start: the
+ * writer's string cannot be read as the reader's long").  Read-only once
+ * created: one writer may serve many threads.
+ *
+ * pm_schema_writer_decode: like pm_schema_avro_decode for a datum written
+ * with this schema; *out is shaped by the reader schema.  A datum that is
+ * well-formed but has no reader value (an enum symbol the reader lacks
+ * with no default, a writer union branch the reader cannot read) is the
+ * reject "avro.resolve" with the field path.  sw == NULL means the
+ * compiled schema itself.
+ */
+typedef struct pm_schema_writer pm_schema_writer;
+
+int pm_schema_writer_create(const char *writer_json, size_t len, const char *reader_json,
+                            pm_schema_writer **out, pm_error *err);
+void pm_schema_writer_destroy(pm_schema_writer *sw);
+/* Whether the writer schema is the reader schema itself (no resolution). */
+bool pm_schema_writer_is_reader(const pm_schema_writer *sw);
+/* The fewest bytes one datum of the writer schema takes. */
+size_t pm_schema_writer_min_size(const pm_schema_writer *sw);
+int pm_schema_writer_decode(const pm_schema_writer *sw, const unsigned char *data, size_t len,
+                            size_t *used, json_t **out, pm_error *err);
 
 #endif

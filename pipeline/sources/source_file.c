@@ -14,13 +14,24 @@
  *
  * Avro OCF: the container framing is parsed here rather than by avro-c's
  * file reader, which treats a truncated file as a normal end and trusts
- * corrupt length fields.  The header's writer schema must equal the
- * compiled schema (checked with avro-c at open); codecs null and deflate
- * are supported.  Every block's size, sync marker and record count are
- * checked, each datum is delimited with pm_schema_avro_decode() (structure
- * only) and its bytes, unchanged, become raw (PM_INPUT_AVRO; origin.offset
- * is the 1-based record number).  Any framing problem is a PM_ERR_FORMAT
- * source error naming the file, block and record.
+ * corrupt length fields.  The header's writer schema is resolved against
+ * the compiled schema (pm_schema_writer: fields added, removed, reordered,
+ * promoted, renamed by alias); one that cannot be read as it is refused at
+ * open.  Codecs null and deflate are supported.  Each datum is delimited
+ * with the writer schema (structure only) and its bytes, unchanged, become
+ * raw (PM_INPUT_AVRO, job->writer = the writer schema; origin.offset is the
+ * 1-based record number), so a bad value in one record is that record's
+ * reject at decode.
+ *
+ * A corrupt block does not end the run: the records it declared (the
+ * count in its header; one when that count is unreadable or more than the
+ * block could hold) come out as rejects "avro.block" set by the source
+ * (job->err), and reading goes on after the next sync marker.  That covers
+ * a block cut short by the end of the file, a sync marker that does not
+ * match, deflate data that does not inflate, a datum whose structure is
+ * broken (the block's remaining records), and bytes left after a block's
+ * last record (one reject).  Only a bad header (magic, metadata, schema,
+ * codec) is a PM_ERR_FORMAT source error: without it nothing can be read.
  */
 #include "sources/source.h"
 
@@ -31,7 +42,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <avro.h>
 #include <zlib.h>
 
 #include "record/schema.h"
@@ -51,15 +61,16 @@ typedef struct file_source {
     bool avro;
     volatile sig_atomic_t stopping;
 
-    /* input buffer */
+    /* input buffer; grows only to take back a corrupt block's bytes */
     unsigned char *in;
-    size_t in_pos, in_end;
+    size_t in_pos, in_end, in_cap;
     bool in_eof;
 
     /* JSON Lines */
     int64_t line;
 
     /* Avro OCF */
+    pm_schema_writer *writer;
     unsigned char sync[16];
     bool deflate;
     z_stream zs;
@@ -68,6 +79,10 @@ typedef struct file_source {
     const unsigned char *blk;
     size_t blk_len, blk_pos;
     int64_t blk_left, blocks, records;
+
+    /* a corrupt block: rejects still to hand out, and why */
+    int64_t bad_left, bad_first, bad_count;
+    char bad_why[512];
 } file_source;
 
 /* ---- buffered input ---- */
@@ -81,7 +96,7 @@ static int in_want(file_source *s, size_t n, pm_error *err)
             s->in_end -= s->in_pos;
             s->in_pos = 0;
         }
-        size_t got = fread(s->in + s->in_end, 1, IN_CAP - s->in_end, s->f);
+        size_t got = fread(s->in + s->in_end, 1, s->in_cap - s->in_end, s->f);
         if (got == 0) {
             if (ferror(s->f))
                 return pm_error_set(err, PM_ERR_IO, "reading %s: %s", s->path, strerror(errno));
@@ -95,6 +110,28 @@ static int in_want(file_source *s, size_t n, pm_error *err)
 static size_t in_avail(const file_source *s)
 {
     return s->in_end - s->in_pos;
+}
+
+/* Put n bytes back in front of the input (to search them for a sync marker). */
+static int in_unread(file_source *s, const unsigned char *p, size_t n, pm_error *err)
+{
+    if (n <= s->in_pos) {
+        s->in_pos -= n;
+        memcpy(s->in + s->in_pos, p, n);
+        return 0;
+    }
+    size_t avail = in_avail(s), cap = avail + n < IN_CAP ? IN_CAP : avail + n;
+    unsigned char *in = malloc(cap);
+    if (!in)
+        return pm_error_set(err, PM_ERR_NOMEM, "%s: out of memory", s->path);
+    memcpy(in, p, n);
+    memcpy(in + n, s->in + s->in_pos, avail);
+    free(s->in);
+    s->in = in;
+    s->in_cap = cap;
+    s->in_pos = 0;
+    s->in_end = n + avail;
+    return 0;
 }
 
 /* Read exactly n bytes into dst (dst may be NULL to skip); *got = bytes read. */
@@ -220,21 +257,15 @@ static int ocf_bytes(file_source *s, pm_buf *b, int64_t max, const char *what, p
     return 0;
 }
 
-static int ocf_check_schema(file_source *s, const pm_buf *text, pm_error *err)
+/* The header's writer schema, resolved against the compiled schema. */
+static int ocf_writer_schema(file_source *s, const pm_buf *text, pm_error *err)
 {
-    avro_schema_t ws;
-    if (avro_schema_from_json_length((const char *)text->data, text->len, &ws) != 0)
-        return pm_error_set(err, PM_ERR_FORMAT, "%s: the Avro writer schema does not parse: %s",
-                            s->path, avro_strerror());
-    int same = avro_schema_equal(ws, pm_schema_pass_request());
-    const char *name = avro_schema_type_name(ws);
-    int rc = same ? 0
-                  : pm_error_set(err, PM_ERR_FORMAT,
-                                 "%s: the Avro writer schema (%s) is not the pass request schema "
-                                 "(schemas/pass_request.avsc); rewrite the file with that schema",
-                                 s->path, name ? name : "unnamed");
-    avro_schema_decref(ws);
-    return rc;
+    if (pm_schema_writer_create((const char *)text->data, text->len, NULL, &s->writer, err) != 0) {
+        if (err->code == PM_ERR_FORMAT)
+            pm_error_prefix(err, "%s: Avro container header", s->path);
+        return -1;
+    }
+    return 0;
 }
 
 static int ocf_open(file_source *s, pm_error *err)
@@ -295,7 +326,7 @@ static int ocf_open(file_source *s, pm_error *err)
         pm_error_set(err, PM_ERR_FORMAT, "%s: Avro container header has no avro.schema", s->path);
         goto out;
     }
-    if (ocf_check_schema(s, &schema, err) != 0)
+    if (ocf_writer_schema(s, &schema, err) != 0)
         goto out;
     if (codec.len == 7 && memcmp(codec.data, "deflate", 7) == 0) {
         s->deflate = true;
@@ -320,11 +351,12 @@ out:
     return rc;
 }
 
-static int ocf_inflate(file_source *s, pm_error *err)
+/* Inflate s->block into s->inflated: 0, 1 when the data does not inflate
+ * (why says how), -1 on a system failure. */
+static int ocf_inflate(file_source *s, char *why, size_t whylen, pm_error *err)
 {
-    char msg[200];
     if (inflateReset(&s->zs) != Z_OK)
-        return ocf_error(s, err, "zlib reset failed");
+        return pm_error_set(err, PM_ERR_INTERNAL, "%s: zlib reset failed", s->path);
     pm_buf_reset(&s->inflated);
     s->zs.next_in = s->block.data;
     s->zs.avail_in = (uInt)s->block.len;
@@ -339,35 +371,119 @@ static int ocf_inflate(file_source *s, pm_error *err)
         s->inflated.len += before - s->zs.avail_out;
         if (zr == Z_STREAM_END)
             return 0;
-        if (s->inflated.len > PM_OCF_MAX_INFLATED)
-            return ocf_error(s, err, "a deflate block inflates beyond 256 MiB");
+        if (s->inflated.len > PM_OCF_MAX_INFLATED) {
+            snprintf(why, whylen, "its deflate data inflates beyond 256 MiB");
+            return 1;
+        }
         if (zr == Z_OK)
             continue;
+        if (zr == Z_MEM_ERROR)
+            return pm_error_set(err, PM_ERR_NOMEM, "%s: out of memory", s->path);
         /* Z_BUF_ERROR with room to spare: the input ended mid-stream. */
-        snprintf(msg, sizeof msg, "block %lld does not inflate: %s", (long long)s->blocks + 1,
-                 zr == Z_BUF_ERROR ? "deflate data ends early"
-                 : s->zs.msg ? s->zs.msg : "zlib error");
-        return ocf_error(s, err, msg);
+        snprintf(why, whylen, "its deflate data does not inflate: %s",
+                 zr == Z_BUF_ERROR ? "it ends early" : s->zs.msg ? s->zs.msg : "zlib error");
+        return 1;
     }
 }
 
-/* Read the next block; 1 with a block, 0 at a clean end of file. */
+/* Skip to just after the next sync marker: 1, or 0 when the input ends first. */
+static int ocf_resync(file_source *s, pm_error *err)
+{
+    const size_t m = sizeof s->sync;
+    for (;;) {
+        if (in_want(s, m, err) != 0)
+            return -1;
+        const unsigned char *p = s->in + s->in_pos;
+        size_t avail = in_avail(s);
+        const unsigned char *hit = avail >= m ? memmem(p, avail, s->sync, m) : NULL;
+        if (hit) {
+            s->in_pos += (size_t)(hit - p) + m;
+            return 1;
+        }
+        if (s->in_eof) {
+            s->in_pos = s->in_end;
+            return 0;
+        }
+        s->in_pos += avail - (m - 1); /* a marker may straddle the next read */
+    }
+}
+
+/* How reading goes on after a corrupt block. */
+typedef enum ocf_then { THEN_NEXT_BLOCK, THEN_RESYNC, THEN_END } ocf_then;
+
+/*
+ * Block bno is corrupt: its count records (when 1..cap, else one) become
+ * rejects, handed out by ocf_next.  Returns 2, or -1 on a system failure.
+ */
+static int ocf_bad_block(file_source *s, long long bno, int64_t count, int64_t cap,
+                         const char *what, ocf_then then, pm_error *err)
+{
+    const char *next = then == THEN_END ? "the file ends there"
+                                        : "reading goes on with the next block";
+    if (then == THEN_RESYNC) {
+        int r = ocf_resync(s, err);
+        if (r < 0)
+            return -1;
+        next = r ? "reading goes on after the next sync marker"
+                 : "no sync marker follows, so the file ends there";
+    }
+    bool known = count > 0 && count <= cap;
+    s->bad_count = s->bad_left = known ? count : 1;
+    s->bad_first = s->records + 1;
+    char range[64];
+    if (s->bad_count == 1)
+        snprintf(range, sizeof range, "record %lld", (long long)s->bad_first);
+    else
+        snprintf(range, sizeof range, "records %lld..%lld", (long long)s->bad_first,
+                 (long long)(s->bad_first + s->bad_count - 1));
+    snprintf(s->bad_why, sizeof s->bad_why, "Avro container block %lld (%s%s) is corrupt: %s; %s",
+             bno, range, known ? "" : ", its record count unreadable", what, next);
+    s->blk_pos = s->blk_len = 0;
+    s->blk_left = 0;
+    return 2;
+}
+
+/* How many records a block of size bytes could hold (size < 0: unknown). */
+static int64_t ocf_block_cap(const file_source *s, int64_t size)
+{
+    size_t min = pm_schema_writer_min_size(s->writer);
+    /* deflate expands at most 1032:1 */
+    uint64_t bytes = size < 0 ? PM_OCF_MAX_INFLATED
+                     : s->deflate ? (uint64_t)size * 1032 : (uint64_t)size;
+    if (bytes > PM_OCF_MAX_INFLATED)
+        bytes = PM_OCF_MAX_INFLATED;
+    return (int64_t)(bytes / (min ? min : 1));
+}
+
+/*
+ * Read the next block: 1 with a block, 0 at a clean end of file, 2 when it
+ * is corrupt (its rejects are pending), -1 on a system failure.
+ */
 static int ocf_read_block(file_source *s, pm_error *err)
 {
-    char msg[200];
+    char what[300];
     if (in_want(s, 1, err) != 0)
         return -1;
     if (in_avail(s) == 0)
         return 0;
-    int64_t count, size;
-    long long bno = (long long)s->blocks + 1;
-    if (ocf_long(s, &count, "block record count", err) != 0 ||
-        ocf_long(s, &size, "block size", err) != 0)
-        return -1;
+    int64_t count = -1, size = -1;
+    long long bno = (long long)++s->blocks;
+    pm_error lerr;
+    if (ocf_long(s, &count, "block record count", &lerr) != 0 ||
+        ocf_long(s, &size, "block size", &lerr) != 0) {
+        if (lerr.code != PM_ERR_FORMAT) {
+            *err = lerr;
+            return -1;
+        }
+        /* the varint reader says what was wrong, after the file name */
+        const char *m = strstr(lerr.message, "container: ");
+        return ocf_bad_block(s, bno, count, ocf_block_cap(s, -1), m ? m + 11 : lerr.message,
+                             in_avail(s) ? THEN_RESYNC : THEN_END, err);
+    }
     if (count < 0 || size < 0 || size > PM_OCF_MAX_BLOCK) {
-        snprintf(msg, sizeof msg, "block %lld has record count %lld and size %lld", bno,
-                 (long long)count, (long long)size);
-        return ocf_error(s, err, msg);
+        snprintf(what, sizeof what, "its header says %lld records in %lld bytes", (long long)count,
+                 (long long)size);
+        return ocf_bad_block(s, bno, count, ocf_block_cap(s, -1), what, THEN_RESYNC, err);
     }
     pm_buf_reset(&s->block);
     if (pm_buf_reserve(&s->block, (size_t)size) != 0)
@@ -376,23 +492,42 @@ static int ocf_read_block(file_source *s, pm_error *err)
     if (in_read(s, s->block.data, (size_t)size, &got, err) != 0)
         return -1;
     s->block.len = got;
+    int64_t cap = ocf_block_cap(s, size);
     if (got < (size_t)size) {
-        snprintf(msg, sizeof msg, "file ends inside block %lld (%zu of %lld bytes; truncated?)",
-                 bno, got, (long long)size);
-        return ocf_error(s, err, msg);
+        snprintf(what, sizeof what, "the file ends inside it (%zu of %lld bytes; truncated?)", got,
+                 (long long)size);
+        return ocf_bad_block(s, bno, count, cap, what, THEN_END, err);
     }
     unsigned char sync[16];
     if (in_read(s, sync, sizeof sync, &got, err) != 0)
         return -1;
     if (got < sizeof sync || memcmp(sync, s->sync, sizeof sync) != 0) {
-        snprintf(msg, sizeof msg, "%s after block %lld", got < sizeof sync
-                 ? "file ends inside the sync marker (truncated?)"
-                 : "the sync marker does not match the header's", bno);
-        return ocf_error(s, err, msg);
+        if (got < sizeof sync)
+            return ocf_bad_block(s, bno, count, cap,
+                                 "the file ends inside the sync marker after it (truncated?)",
+                                 THEN_END, err);
+        /* A size too large puts the real marker inside the block: go on
+         * after it.  Otherwise take the marker itself as damaged and read
+         * on from where it ends (a garbled next header resynchronises). */
+        if (pm_buf_append(&s->block, sync, sizeof sync) != 0)
+            return pm_error_set(err, PM_ERR_NOMEM, "%s: out of memory", s->path);
+        const unsigned char *hit = memmem(s->block.data, s->block.len, s->sync, sizeof s->sync);
+        if (hit) {
+            size_t after = (size_t)(hit - s->block.data) + sizeof s->sync;
+            if (in_unread(s, s->block.data + after, s->block.len - after, err) != 0)
+                return -1;
+        }
+        return ocf_bad_block(s, bno, count, cap,
+                             hit ? "its size is wrong: its sync marker comes earlier"
+                                 : "the sync marker after it does not match the header's",
+                             THEN_NEXT_BLOCK, err);
     }
     if (s->deflate) {
-        if (ocf_inflate(s, err) != 0)
+        int r = ocf_inflate(s, what, sizeof what, err);
+        if (r < 0)
             return -1;
+        if (r > 0)
+            return ocf_bad_block(s, bno, count, cap, what, THEN_NEXT_BLOCK, err);
         s->blk = s->inflated.data;
         s->blk_len = s->inflated.len;
     } else {
@@ -401,30 +536,51 @@ static int ocf_read_block(file_source *s, pm_error *err)
     }
     s->blk_pos = 0;
     s->blk_left = count;
-    s->blocks++;
     return 1;
+}
+
+static void ocf_origin(file_source *s, pm_job *job)
+{
+    job->format = PM_INPUT_AVRO;
+    job->writer = s->writer;
+    snprintf(job->origin.source, sizeof job->origin.source, "%s", s->path);
+    job->origin.partition = -1;
+    job->origin.offset = s->records;
 }
 
 static int ocf_next(file_source *s, pm_job *job, pm_error *err)
 {
-    char msg[1024];
+    char what[1024];
     for (;;) {
         if (s->stopping)
             return 0;
+        if (s->bad_left > 0) {
+            /* A record of a corrupt block: rejected here, by the source. */
+            s->bad_left--;
+            s->records++;
+            pm_buf_reset(&job->raw);
+            ocf_origin(s, job);
+            pm_reject(&job->err, "avro.block", "", "%s", s->bad_why);
+            return 1;
+        }
         if (s->blk_left > 0) {
             size_t used;
             pm_error derr;
             pm_error_clear(&derr);
-            if (pm_schema_avro_decode(s->blk + s->blk_pos, s->blk_len - s->blk_pos, &used, NULL,
-                                      &derr) != 0) {
+            if (pm_schema_writer_decode(s->writer, s->blk + s->blk_pos, s->blk_len - s->blk_pos,
+                                        &used, NULL, &derr) != 0) {
                 if (derr.code != PM_ERR_REJECT) {
                     *err = derr;
                     return -1;
                 }
-                snprintf(msg, sizeof msg, "record %lld (block %lld) is not a datum of the schema: %s%s%s",
-                         (long long)s->records + 1, (long long)s->blocks, derr.field,
+                /* Where this datum ends is unknown, so are the ones after it. */
+                snprintf(what, sizeof what, "record %lld is not a datum of the writer schema "
+                         "(%s%s%s)", (long long)s->records + 1, derr.field,
                          derr.field[0] ? ": " : "", derr.message);
-                return ocf_error(s, err, msg);
+                if (ocf_bad_block(s, (long long)s->blocks, s->blk_left, s->blk_left, what,
+                                  THEN_NEXT_BLOCK, err) < 0)
+                    return -1;
+                continue;
             }
             pm_buf_reset(&job->raw);
             if (pm_buf_append(&job->raw, s->blk + s->blk_pos, used) != 0)
@@ -432,19 +588,19 @@ static int ocf_next(file_source *s, pm_job *job, pm_error *err)
             s->blk_pos += used;
             s->blk_left--;
             s->records++;
-            job->format = PM_INPUT_AVRO;
-            snprintf(job->origin.source, sizeof job->origin.source, "%s", s->path);
-            job->origin.partition = -1;
-            job->origin.offset = s->records;
+            ocf_origin(s, job);
             return 1;
         }
         if (s->blocks > 0 && s->blk_pos != s->blk_len) {
-            snprintf(msg, sizeof msg, "block %lld has %zu bytes after its last record",
-                     (long long)s->blocks, s->blk_len - s->blk_pos);
-            return ocf_error(s, err, msg);
+            /* The block's records were read; what follows them is not one. */
+            snprintf(what, sizeof what, "%zu bytes follow its last declared record",
+                     s->blk_len - s->blk_pos);
+            if (ocf_bad_block(s, (long long)s->blocks, 1, 1, what, THEN_NEXT_BLOCK, err) < 0)
+                return -1;
+            continue;
         }
         int r = ocf_read_block(s, err);
-        if (r <= 0)
+        if (r < 0 || r == 0)
             return r;
     }
 }
@@ -489,6 +645,7 @@ static void file_close(pm_source *base)
         inflateEnd(&s->zs);
     pm_buf_free(&s->block);
     pm_buf_free(&s->inflated);
+    pm_schema_writer_destroy(s->writer);
     free(s->in);
     free(s);
 }
@@ -519,6 +676,7 @@ int pm_source_file_open(const char *path, const char *format, pm_source **out, p
         free(s);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
+    s->in_cap = IN_CAP;
     s->base.ops = &file_ops;
     snprintf(s->path, sizeof s->path, "%s", path);
     if (strcmp(path, "-") == 0) {
