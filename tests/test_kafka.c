@@ -118,7 +118,7 @@ static void kt_setup(kt *t, const char *tag, int count)
     t->work = pmt_tmpdir(tag);
     cr_assert_not_null(t->work);
     cr_assert_eq(pmt_sh("'%s' identity create '%s/id' >/dev/null", pmt_passmill(), t->work), 0);
-    cr_assert_eq(pmt_sh("printf 'kafka-test-secret' > '%s/secret'", t->work), 0);
+    cr_assert_eq(pmt_sh("printf 'kafka-test-secret-0123456789abcdef' > '%s/secret'", t->work), 0);
     cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 > '%s/requests.jsonl'", pmt_passmill(),
                         count, t->work), 0);
     cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 --format avro > '%s/requests.avro'",

@@ -563,6 +563,26 @@ Test(manifest, bundle_is_a_valid_pkpass)
     pm_job_free(&job);
 }
 
+/* Issue 14: libzip's default 0666 made unzipped files world-writable. */
+Test(manifest, bundle_entries_are_mode_0644)
+{
+    pm_job job;
+    build_pass(&job, NOW);
+    char zip[700];
+    write_buf("p.pkpass", &job.pkpass, zip, sizeof zip);
+    int st;
+    /* zipinfo's first column is the Unix mode of each entry. */
+    char *modes = pmt_sh_out(&st, "zipinfo '%s' | awk '$1 ~ /^[-d]/ {print $1}' | sort | uniq -c",
+                             zip);
+    cr_assert_eq(st, 0);
+    cr_assert_str_eq(modes, "     11 -rw-r--r--\n");
+    free(modes);
+    /* And unzip creates them so, whatever the umask. */
+    cr_assert_eq(pmt_sh("set -e; cd '%s'; mkdir m; cd m; umask 000; unzip -q ../p.pkpass; "
+                        "test -z \"$(find . -type f ! -perm 0644)\"", tmp), 0);
+    pm_job_free(&job);
+}
+
 Test(manifest, bundle_same_input_same_bytes)
 {
     pm_job a, b, c, d;

@@ -160,11 +160,34 @@ static int add_kafka_prop(pm_config *cfg, const char *key, const char *value, pm
     return 0;
 }
 
+/*
+ * librdkafka properties whose value is itself a credential.  (Its other
+ * "sensitive" properties, ssl.key.location and ssl.keystore.location, name
+ * a file: the path is not the secret.)
+ */
+static const char *const kafka_secrets[] = {
+    "sasl.password", "sasl.oauthbearer.client.secret", "sasl.oauthbearer.config",
+    "ssl.key.password", "ssl.key.pem", "ssl.keystore.password",
+};
+
+bool pm_config_kafka_secret(const char *prop)
+{
+    for (size_t i = 0; i < sizeof kafka_secrets / sizeof *kafka_secrets; i++)
+        if (strcmp(prop, kafka_secrets[i]) == 0)
+            return true;
+    return false;
+}
+
 int pm_config_set(pm_config *cfg, const char *key, const char *value, pm_error *err)
 {
     const pm_config_key *k = find_key(key);
     if (k)
         return apply(cfg, k, value, err);
+    if (strncmp(key, "kafka.", 6) == 0 && pm_config_kafka_secret(key + 6))
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "%s is a secret and cannot be given as a value (command line or "
+                            "config file): set %s_env = VARIABLE or %s_file = PATH",
+                            key, key, key);
     if (strncmp(key, "kafka.", 6) == 0 && key[6])
         return add_kafka_prop(cfg, key + 6, value, err);
     return pm_error_set(err, PM_ERR_CONFIG,
@@ -255,4 +278,8 @@ void pm_config_print_keys(FILE *out)
     }
     fprintf(out, "  %-24s %s\n", "kafka.<property>",
             "Any librdkafka property, passed through (e.g. kafka.session.timeout.ms).");
+    fprintf(out, "  %-24s %s\n", "kafka.<secret>_env",
+            "Environment variable holding a Kafka secret (sasl.password, ssl.key.password, ...).");
+    fprintf(out, "  %-24s %s\n", "kafka.<secret>_file",
+            "File holding a Kafka secret; secrets are never accepted as values.");
 }
