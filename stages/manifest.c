@@ -162,7 +162,8 @@ static json_t *render_array(render_ctx *rc, json_t *v, render_kind kind, int dep
     size_t i;
     json_array_foreach(v, i, child) {
         bool drop = false;
-        rc->null_seen = false;
+        if (kind == R_ENTRIES)
+            rc->null_seen = false;
         json_t *r = kind == R_FIELDS ? render_field(rc, child, depth + 1, &drop)
                                      : render(rc, child, R_PLAIN, depth + 1);
         if (kind == R_ENTRIES)
