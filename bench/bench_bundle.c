@@ -8,7 +8,13 @@
  * times N calls of the chosen stage's process() cycling over those jobs,
  * exactly as one pipeline worker calls it (same scratch, reused buffers).
  *
- * usage: bench_bundle [--config FILE] [--count N] [--records R] [--stage bundle|manifest]
+ * --stage verify times the check the manifest stage makes of every rendered
+ * pass.json (pm_verify_pass_json on the tree) and --stage pass the whole
+ * chain, decode to bundle, from the record's bytes: the two give the
+ * check's share of a pass.
+ *
+ * usage: bench_bundle [--config FILE] [--count N] [--records R]
+ *                     [--stage bundle|manifest|verify|pass]
  * Prints: bench=<stage> value=X unit=us/pass
  */
 #include <stdio.h>
@@ -22,6 +28,7 @@
 #include "record/sample.h"
 #include "record/schema.h"
 #include "stages/stage.h"
+#include "wallet/verify.h"
 
 #define FIXED_NOW 1800000000 /* 2027-01-15, inside the dev certificate's validity */
 
@@ -109,13 +116,17 @@ int main(int argc, char **argv)
             stage = argv[++i];
         else {
             fprintf(stderr, "usage: bench_bundle [--config FILE] [--count N] [--records R] "
-                            "[--stage bundle|manifest]\n");
+                            "[--stage bundle|manifest|verify|pass]\n");
             return 2;
         }
     }
-    size_t which = !strcmp(stage, "bundle") ? 5 : !strcmp(stage, "manifest") ? 3 : 0;
+    /* A stage index, or the two pseudo-stages past the end. */
+    enum { VERIFY = N_STAGES, PASS };
+    size_t which = !strcmp(stage, "bundle") ? 5 : !strcmp(stage, "manifest") ? 3
+                 : !strcmp(stage, "verify") ? VERIFY : !strcmp(stage, "pass") ? PASS : 0;
     if (!which || count < 1 || records < 1) {
-        fprintf(stderr, "bench_bundle: --stage bundle|manifest, --count and --records >= 1\n");
+        fprintf(stderr, "bench_bundle: --stage bundle|manifest|verify|pass, --count and "
+                        "--records >= 1\n");
         return 2;
     }
 
@@ -139,11 +150,43 @@ int main(int argc, char **argv)
         if (prepare(&r, gen, &jobs[i], &err) != 0)
             return die("preparing a job", &err);
 
+    /* verify: each job's pass.json as the tree the manifest stage checks; pass: its input. */
+    json_t **trees = calloc((size_t)records, sizeof *trees);
+    char **raws = calloc((size_t)records, sizeof *raws);
+    if (!trees || !raws)
+        return 1;
+    for (long i = 0; i < records; i++) {
+        trees[i] = json_loadb((const char *)jobs[i].pass_json.data, jobs[i].pass_json.len, 0, NULL);
+        raws[i] = strndup((const char *)jobs[i].raw.data, jobs[i].raw.len);
+        if (!trees[i] || !raws[i])
+            return 1;
+    }
+    pm_verify_report *report = malloc(sizeof *report);
+    if (!report)
+        return 1;
+
     size_t bytes = 0;
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long n = 0; n < count; n++) {
         pm_job *job = &jobs[n % records];
+        if (which == VERIFY) {
+            if (pm_verify_pass_json(trees[n % records], report) != 0)
+                return die(stage, &(pm_error){.message = "a pass fails verify"});
+            bytes += job->pass_json.len;
+            continue;
+        }
+        if (which == PASS) {
+            pm_job_reset(job);
+            job->now = FIXED_NOW;
+            if (pm_buf_append_str(&job->raw, raws[n % records]) != 0)
+                return 1;
+            for (size_t i = 0; i < N_STAGES; i++)
+                if (stages[i]->process(r.state[i], r.scratch[i], job) != 0)
+                    return die(stage, &job->err);
+            bytes += job->pkpass.len;
+            continue;
+        }
         if (stages[which]->process(r.state[which], r.scratch[which], job) != 0)
             return die(stage, &job->err);
         bytes += which == 5 ? job->pkpass.len : job->pass_json.len;
@@ -153,8 +196,14 @@ int main(int argc, char **argv)
             (double)bytes / (double)count);
     printf("bench=%s value=%.1f unit=us/pass\n", stage, us);
 
-    for (long i = 0; i < records; i++)
+    for (long i = 0; i < records; i++) {
+        json_decref(trees[i]);
+        free(raws[i]);
         pm_job_free(&jobs[i]);
+    }
+    free(trees);
+    free(raws);
+    free(report);
     free(jobs);
     pm_sample_gen_destroy(gen);
     runner_close(&r);

@@ -36,6 +36,9 @@
 #define STATIC_DOS_DATE ((zip_uint16_t)((1 << 5) | 1))
 #define STATIC_DOS_TIME ((zip_uint16_t)0)
 
+/* Unix mode of every entry (high half of the external attributes): regular file, 0644. */
+#define ENTRY_MODE ((zip_uint32_t)0100644)
+
 /* One deflated entry as libzip reads it: bytes at base + off (see pack). */
 typedef struct packed {
     const pm_buf *base;   /* where the compressed bytes live (stable during zip_close) */
@@ -327,7 +330,9 @@ static int add_entry(zip_t *za, const char *name, packed *p, const void *data, s
         return zip_fail(err, name, zip_get_error(za));
     }
     zip_uint64_t i = (zip_uint64_t)idx;
-    if ((!p && zip_set_file_compression(za, i, ZIP_CM_STORE, 0) != 0) ||
+    /* libzip's default is a 0666 regular file: unzip would make it world-writable. */
+    if (zip_file_set_external_attributes(za, i, 0, ZIP_OPSYS_UNIX, ENTRY_MODE << 16) != 0 ||
+        (!p && zip_set_file_compression(za, i, ZIP_CM_STORE, 0) != 0) ||
         (mtime < 0 ? zip_file_set_dostime(za, i, STATIC_DOS_TIME, STATIC_DOS_DATE, 0)
                    : zip_file_set_mtime(za, i, mtime, 0)) != 0)
         return zip_fail(err, name, zip_get_error(za));

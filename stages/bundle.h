@@ -15,7 +15,8 @@
  * to libzip already compressed (a source that reports method, sizes and
  * CRC), which copies them as is: libzip's own deflate allocates ~256 KiB
  * of zlib state per entry.  No directory entries, no comment, no extra
- * fields.
+ * fields.  Every entry is a Unix regular file with mode 0644 (libzip's
+ * default, 0666, unzips world-writable).
  *
  * Static files are packed once: on a template's first pass, a worker
  * builds an archive of its static files alone (strings deflated at level

@@ -383,6 +383,13 @@ static int decode_json(const pm_buf *raw, json_t **out, json_t **patch, pm_error
     json_error_t jerr;
     /* jansson checks UTF-8, refuses \u0000 and (with the flag) duplicates. */
     json_t *in = json_loadb((const char *)raw->data, raw->len, JSON_REJECT_DUPLICATES, &jerr);
+    /* Byte 0 never starts JSON but always starts a Confluent frame: say which setting is wrong. */
+    if (!in && raw->len >= 5 && raw->data[0] == 0)
+        return pm_reject(err, "json.syntax", "", "invalid JSON: the value starts with byte 0x00 "
+                         "and a 4-byte schema id (%lu), so it looks like Confluent-framed Avro; "
+                         "with Avro values set kafka.value_format = avro",
+                         (unsigned long)raw->data[1] << 24 | (unsigned long)raw->data[2] << 16 |
+                         (unsigned long)raw->data[3] << 8 | raw->data[4]);
     if (!in) {
         /* The column is in characters, within the line; the field is the
          * key being read, when one was (pm_reject cuts it whole). */

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 
 #include "core/rfc3339.h"
+#include "wallet/verify.h"
 
 #define MAX_DEPTH 64 /* the loader allows 32; rendering never recurses deeper */
 
@@ -20,12 +21,18 @@
 typedef struct render_ctx {
     json_t *record;
     json_t *custom;          /* the record's custom_fields array (may be NULL) */
+    json_t *barcode_message; /* the barcode stage's final message (NULL: the record's) */
     uint64_t custom_bound;   /* bit i: the template binds custom_fields[i] */
     pm_buf *buf;             /* string building */
     bool null_seen;          /* a binding resolved to null since last cleared */
 } render_ctx;
 
-typedef enum render_kind { R_PLAIN, R_ROOT, R_STYLE, R_FIELDS } render_kind;
+/*
+ * Where a value sits: R_FIELDS the five field arrays, R_ENTRIES the arrays
+ * of optional entries (relevantDates), where an element with a null binding
+ * is left out.
+ */
+typedef enum render_kind { R_PLAIN, R_ROOT, R_STYLE, R_FIELDS, R_ENTRIES } render_kind;
 
 static const char *const field_arrays[] = {
     "headerFields", "primaryFields", "secondaryFields", "auxiliaryFields", "backFields",
@@ -57,6 +64,9 @@ static json_t *lookup(render_ctx *rc, const char *path, size_t n)
         }
         return NULL;
     }
+    /* "autogenerate" is the record's request; the pass shows what it became. */
+    if (rc->barcode_message && n == 15 && memcmp(path, "barcode.message", 15) == 0)
+        return rc->barcode_message;
     json_t *v = rc->record;
     const char *end = path + n;
     while (v && path < end) {
@@ -152,8 +162,12 @@ static json_t *render_array(render_ctx *rc, json_t *v, render_kind kind, int dep
     size_t i;
     json_array_foreach(v, i, child) {
         bool drop = false;
+        if (kind == R_ENTRIES)
+            rc->null_seen = false;
         json_t *r = kind == R_FIELDS ? render_field(rc, child, depth + 1, &drop)
                                      : render(rc, child, R_PLAIN, depth + 1);
+        if (kind == R_ENTRIES)
+            drop = rc->null_seen;
         if (!r || !out) {
             json_decref(r);
             json_decref(out);
@@ -177,9 +191,15 @@ static json_t *render_object(render_ctx *rc, json_t *v, render_kind kind, int de
         render_kind k = R_PLAIN;
         if (kind == R_ROOT && strcmp(key, "eventTicket") == 0)
             k = R_STYLE;
+        else if (kind == R_ROOT && strcmp(key, "relevantDates") == 0 && json_is_array(child))
+            k = R_ENTRIES;
         else if (kind == R_STYLE && is_field_array(key))
             k = R_FIELDS;
         json_t *r = render(rc, child, k, depth + 1);
+        if (r && k == R_ENTRIES && json_array_size(r) == 0 && json_array_size(child) > 0) {
+            json_decref(r); /* every entry left out: no key at all */
+            continue;
+        }
         if (!r || !out || json_object_set_new(out, key, r) != 0) {
             json_decref(out);
             return NULL;
@@ -352,7 +372,11 @@ int pm_pass_render(const pm_template *tmpl, json_t *record, json_t *barcodes, in
 {
     if (!json_is_object(record) || !tmpl || !json_is_object(tmpl->skeleton))
         return pm_error_set(err, PM_ERR_INTERNAL, "manifest: no record or template");
-    render_ctx rc = {record, json_object_get(record, "custom_fields"), 0, scratch, false};
+    json_t *first = json_array_get(json_object_get(barcodes, "barcodes"), 0);
+    json_t *message = json_object_get(first ? first : json_object_get(barcodes, "barcode"),
+                                      "message");
+    render_ctx rc = {record, json_object_get(record, "custom_fields"),
+                     json_is_string(message) ? message : NULL, 0, scratch, false};
     json_t *pass = render(&rc, tmpl->skeleton, R_ROOT, 0);
     if (!pass || add_pass_keys(&rc, pass, barcodes, now) != 0) {
         json_decref(pass);
@@ -418,6 +442,7 @@ typedef struct manifest_scratch {
     const manifest_state *st;
     EVP_MD_CTX *md;  /* reused for every pass.json hash */
     pm_buf str;      /* binding substitution */
+    pm_verify_report report; /* verify's pass.json rules, per pass */
 } manifest_scratch;
 
 static int manifest_create(const pm_context *ctx, void **state, pm_error *err)
@@ -494,6 +519,14 @@ static int manifest_process(void *state, void *scratch, pm_job *job)
     if (pm_pass_render(job->tmpl, job->record, job->barcodes, job->now, &sc->str, &pass,
                        &job->err) != 0)
         return -1;
+    /* Never sign what `passmill verify` refuses (an empty date from the record, say). */
+    if (pm_verify_pass_json(pass, &sc->report) != 0) {
+        const pm_verify_issue *is = &sc->report.failures[0];
+        json_decref(pass);
+        return pm_reject(&job->err, "pass.verify", "",
+                         "template '%s' and this record give a pass.json that passmill verify "
+                         "refuses (rule %s): %s", job->tmpl->id, is->rule, is->message);
+    }
     int rc = pm_pass_dump(pass, &job->pass_json, &job->err);
     json_decref(pass);
     if (rc != 0)

@@ -25,7 +25,12 @@
  *   Record text is inserted once and never scanned for bindings again.
  *   A null binding is "" - and a field of headerFields, primaryFields,
  *   secondaryFields, auxiliaryFields or backFields whose "value" has a null
- *   binding is left out of its array (no "SEAT" label over nothing).
+ *   binding is left out of its array (no "SEAT" label over nothing); so is
+ *   an entry of relevantDates with a null binding anywhere in it (no
+ *   "startDate": "" when the record has no doors time), and relevantDates
+ *   itself when no entry is left.
+ *   ${barcode.message} is the barcode stage's final message (the generated
+ *   value for "autogenerate"), the record's only when barcodes is NULL.
  * Back of the pass (eventTicket.backFields):
  *   - when the action is not ISSUE/UPDATE, a first field
  *     {"key": "status", "label": "STATUS", "value": "VOIDED"|"EXPIRED"|
@@ -41,9 +46,13 @@
  * here) and every template file (hashed once at load), keys sorted by
  * byte value, compact.
  *
- * Failures are system errors (PM_ERR_NOMEM, PM_ERR_INTERNAL for a job
- * without template or record, PM_ERR_CRYPTO); the record was validated
- * before, so this stage has no rejects.
+ * Before anything is hashed, the rendered tree is checked with verify's
+ * pass.json rules (pm_verify_pass_json): a pass that `passmill verify`
+ * would refuse is never signed or stored.  It is the reject "pass.verify"
+ * (field "", the message names the template, verify's rule and what it
+ * found): the template and this record's values do not make a valid pass.
+ * Other failures are system errors (PM_ERR_NOMEM, PM_ERR_INTERNAL for a job
+ * without template or record, PM_ERR_CRYPTO).
  */
 #ifndef PM_STAGE_MANIFEST_H
 #define PM_STAGE_MANIFEST_H

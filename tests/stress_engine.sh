@@ -11,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "stress_engine: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 "$bin" identity create "$work/id" >/dev/null || fail "identity create"
-printf 'stress-secret' > "$work/secret"
+printf 'stress-secret-0123456789abcdef-0123' > "$work/secret"
 "$bin" sample --count 400 --seed 7 > "$work/in.jsonl" || fail "sample"
 # Two hostile lines in the middle: they must come out as rejects.
 sed -i '100a {"serial_number": "bad serial!"}' "$work/in.jsonl"

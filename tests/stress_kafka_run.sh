@@ -22,7 +22,7 @@ for _ in $(seq 300); do [ -s "$work/bootstrap" ] && break; sleep 0.1; done
 bs=$(cat "$work/bootstrap")
 
 "$bin" identity create "$work/id" >/dev/null || fail "identity create"
-printf 'stress-secret' > "$work/secret"
+printf 'stress-secret-0123456789abcdef-0123' > "$work/secret"
 "$bin" sample --count 400 --seed 5 > "$work/in.jsonl" || fail "sample"
 printf 'not json at all\n' >> "$work/in.jsonl"
 out=$("$bin" produce -b "$bs" -t req --format json "$work/in.jsonl") || fail "produce: $out"

@@ -408,6 +408,31 @@ Test(decode, avro_and_confluent_round_trip)
     json_decref(in);
 }
 
+/* Issue 14: an Avro value read as JSON said only "invalid JSON near end of file". */
+Test(decode, confluent_avro_read_as_json_is_named)
+{
+    json_t *in = parse(MINIMAL);
+    size_t len;
+    unsigned char *bin = to_avro(in, &len);
+    unsigned char *framed = malloc(len + 5);
+    memcpy(framed, "\x00\x00\x00\x01\x02", 5);
+    memcpy(framed + 5, bin, len);
+    pm_job job;
+    cr_assert_eq(run(&job, PM_INPUT_JSON, framed, len + 5), -1);
+    expect_reject(&job, "json.syntax", "");
+    cr_assert(strstr(job.err.message, "Confluent-framed Avro") &&
+              strstr(job.err.message, "schema id (258)") &&
+              strstr(job.err.message, "kafka.value_format = avro"), "%s", job.err.message);
+    pm_job_free(&job);
+    /* Other bad JSON keeps jansson's position. */
+    cr_assert_eq(run_json(&job, "not json"), -1);
+    cr_assert(strstr(job.err.message, "line 1 column"), "%s", job.err.message);
+    pm_job_free(&job);
+    free(framed);
+    free(bin);
+    json_decref(in);
+}
+
 Test(decode, confluent_frame_errors)
 {
     json_t *in = parse(MINIMAL);

@@ -29,6 +29,7 @@
 
 #include "core/config.h"
 #include "kafka/devbroker.h"
+#include "kafka/kafka_conf.h"
 #include "sources/source.h"
 #include "test_util.h"
 
@@ -118,7 +119,7 @@ static void kt_setup(kt *t, const char *tag, int count)
     t->work = pmt_tmpdir(tag);
     cr_assert_not_null(t->work);
     cr_assert_eq(pmt_sh("'%s' identity create '%s/id' >/dev/null", pmt_passmill(), t->work), 0);
-    cr_assert_eq(pmt_sh("printf 'kafka-test-secret' > '%s/secret'", t->work), 0);
+    cr_assert_eq(pmt_sh("printf 'kafka-test-secret-0123456789abcdef' > '%s/secret'", t->work), 0);
     cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 > '%s/requests.jsonl'", pmt_passmill(),
                         count, t->work), 0);
     cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 --format avro > '%s/requests.avro'",
@@ -1023,4 +1024,133 @@ Test(kafka, source_done_from_many_threads, .timeout = 120)
         pm_buf_free(&values[i]);
     pm_config_destroy(cfg);
     pm_devbroker_destroy(t.broker);
+}
+
+/* ---- issue 14: bad input and rough edges ---- */
+
+/* A record that fails decoding keeps the serial its JSON names, on Kafka as in the
+ * rejects file; an Avro value read as JSON says so. */
+Test(kafka, undecodable_values_keep_their_serial_and_avro_read_as_json_is_named, .timeout = 120)
+{
+    enum { N = 4 };
+    kt t;
+    kt_setup(&t, "kafka-rough", N);
+    write_conf(&t, "run.conf", "json", NULL);
+    produce_file(&t, "requests.jsonl", "json", N);
+    const char *keys[2] = {"k-schema", "k-avro"};
+    pm_buf values[2] = {PM_BUF_INIT, PM_BUF_INIT};
+    pm_buf_append_str(&values[0], "{\"serial_number\": \"S-READABLE-1\"}"); /* schema.missing */
+    pm_buf_append(&values[1], "\x00\x00\x00\x00\x01\x0cS-AVRO", 12);
+    produce_raw(&t, keys, values, 2, PARTITIONS);
+
+    int status = run_wait(run_start(&t, "run.conf", "run"));
+    char *out = run_output(&t, "run", "out");
+    cr_assert_eq(status, 1);
+    cr_assert_str_eq(out, "in=6 passes=4 rejects=2\n");
+    free(out);
+
+    kmsgs results = read_topic(&t, RESULTS), dlq = read_topic(&t, REJECTS);
+    int seen = 0;
+    for (size_t i = 0; i < results.n; i++) {
+        json_t *r = json_loadb((const char *)results.v[i].value.data, results.v[i].value.len, 0, NULL);
+        cr_assert_not_null(r);
+        const char *code = json_string_value(json_object_get(r, "code"));
+        if (code && strcmp(code, "schema.missing") == 0) {
+            cr_assert_str_eq(json_string_value(json_object_get(r, "serial")), "S-READABLE-1");
+            cr_assert_str_eq(results.v[i].key, "S-READABLE-1");
+            seen |= 1;
+        } else if (code && strcmp(code, "json.syntax") == 0) {
+            cr_assert(json_is_null(json_object_get(r, "serial")));
+            cr_assert_null(results.v[i].key);
+            const char *reason = json_string_value(json_object_get(r, "reason"));
+            cr_assert(strstr(reason, "Confluent-framed Avro") &&
+                      strstr(reason, "kafka.value_format = avro"), "%s", reason);
+            seen |= 2;
+        }
+        json_decref(r);
+    }
+    cr_assert_eq(seen, 3, "both rejects on the results topic");
+    cr_assert_eq(dlq.n, 2);
+    for (size_t i = 0; i < dlq.n; i++)
+        if (dlq.v[i].value.len && dlq.v[i].value.data[0] == '{')
+            cr_assert_str_eq(dlq.v[i].key, "S-READABLE-1", "the dead letter is keyed too");
+    /* The rejects file reports the same serial. */
+    cr_assert_eq(pmt_sh("grep -c '\"serial\":\"S-READABLE-1\"' '%s/rejects.jsonl' | grep -qx 1",
+                        t.work), 0);
+    kmsgs_free(&results);
+    kmsgs_free(&dlq);
+    pm_buf_free(&values[0]);
+    pm_buf_free(&values[1]);
+    kt_teardown(&t);
+}
+
+/* `passmill produce` to a broker that is not there retried for minutes. */
+Test(kafka, produce_gives_up_on_an_unreachable_broker, .timeout = 60)
+{
+    char *work = pmt_tmpdir("kafka-unreachable");
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 1 > '%s/in.jsonl'", pmt_passmill(), work), 0);
+    int status;
+    time_t t0 = time(NULL);
+    char *out = pmt_sh_out(&status, "'%s' produce -b 127.0.0.1:1 -t t --timeout 2 '%s/in.jsonl' "
+                           "2>'%s/err'", pmt_passmill(), work, work);
+    time_t took = time(NULL) - t0;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/err", work);
+    char *err = pmt_read_file(path, NULL);
+    cr_assert_eq(status, 3, "%s%s", out, err);
+    cr_assert_str_eq(out, "acknowledged=0 failed=3\n");
+    cr_assert_leq(took, 12, "gave up after %lld s", (long long)took);
+    cr_assert(strstr(err, "no broker at 127.0.0.1:1 acknowledged any message within 2 s") &&
+              strstr(err, "Connection refused"), "%s", err);
+    free(out);
+    free(err);
+    out = pmt_sh_out(&status, "'%s' produce --help", pmt_passmill());
+    cr_assert(strstr(out, "--timeout S") && strstr(out, "default 30"), "%s", out);
+    free(out);
+    pmt_rmrf(work);
+    free(work);
+}
+
+/* Kafka credentials came only from -X, i.e. argv. */
+Test(kafka, secrets_come_from_the_environment_or_a_file)
+{
+    char *work = pmt_tmpdir("kafka-secrets");
+    char file[1024];
+    snprintf(file, sizeof file, "%s/pw", work);
+    cr_assert_eq(pmt_write_file(file, "from-file\n", 10), 0);
+    setenv("PM_TEST_KAFKA_PW", "from-env", 1);
+    struct { pm_kv kv; const char *prop, *want, *error; } cases[] = {
+        {{"sasl.password_env", "PM_TEST_KAFKA_PW"}, "sasl.password", "from-env", NULL},
+        {{"ssl.key.password_file", file}, "ssl.key.password", "from-file", NULL},
+        {{"sasl.password", "literal"}, NULL, NULL, "sasl.password_env = VARIABLE"},
+        {{"sasl.password_env", "PM_TEST_NO_SUCH_VAR"}, NULL, NULL, "PM_TEST_NO_SUCH_VAR, which is not set"},
+        {{"sasl.password_file", "/nonexistent/pw"}, NULL, NULL, "cannot open '/nonexistent/pw'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pm_error err;
+        pm_error_clear(&err);
+        rd_kafka_conf_t *conf = pm_kafka_conf_new(NULL, "127.0.0.1:1", &cases[i].kv, 1, NULL, &err);
+        if (cases[i].error) {
+            cr_assert_null(conf, "case %zu accepted", i);
+            cr_assert(strstr(err.message, cases[i].error), "case %zu: %s", i, err.message);
+            cr_assert_null(strstr(err.message, "literal"), "the value is echoed: %s", err.message);
+            continue;
+        }
+        cr_assert_not_null(conf, "case %zu: %s", i, err.message);
+        char value[64];
+        size_t len = sizeof value;
+        cr_assert_eq(rd_kafka_conf_get(conf, cases[i].prop, value, &len), RD_KAFKA_CONF_OK);
+        cr_assert_str_eq(value, cases[i].want);
+        rd_kafka_conf_destroy(conf);
+    }
+    /* The config refuses the secret itself, file or -X alike. */
+    pm_config *cfg = pm_config_create();
+    pm_error err;
+    cr_assert_eq(pm_config_set_pair(cfg, "kafka.sasl.password=x", &err), -1);
+    cr_assert(strstr(err.message, "kafka.sasl.password_file = PATH"), "%s", err.message);
+    cr_assert_eq(pm_config_set_pair(cfg, "kafka.sasl.password_env=PM_TEST_KAFKA_PW", &err), 0);
+    pm_config_destroy(cfg);
+    unsetenv("PM_TEST_KAFKA_PW");
+    pmt_rmrf(work);
+    free(work);
 }

@@ -18,6 +18,7 @@
 #include "record/schema.h"
 #include "stages/stage.h"
 #include "wallet/template.h"
+#include "wallet/verify.h"
 #include "test_util.h"
 
 #define NOW 1809172800 /* 2027-05-01T12:00:00Z */
@@ -466,6 +467,114 @@ Test(manifest, bindings)
     pm_template_destroy(t);
 }
 
+/* A copy of the example named `name`, its pass.json changed by edit(), loaded. */
+static pm_template *edited_template(const char *name, void (*edit)(json_t *root))
+{
+    char dir[700], path[800];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, name);
+    cr_assert_eq(pmt_sh("cp -r '%s' '%s'", pmt_src("config/templates/stadium"), dir), 0);
+    snprintf(path, sizeof path, "%s/pass.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    cr_assert_not_null(root, "%s", jerr.text);
+    edit(root);
+    cr_assert_eq(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    pm_template *t = NULL;
+    pm_error err;
+    cr_assert_eq(pm_template_load(dir, &t, &err), 0, "%s", err.message);
+    return t;
+}
+
+static void doors_relevant(json_t *root)
+{
+    json_object_set_new(root, "relevantDates",
+        json_pack("[{s:s, s:s}, {s:s}]", "startDate", "${event.doors_open}",
+                  "endDate", "${event.start}", "date", "${event.doors_open}"));
+}
+
+/* Issue 14: an empty doors time rendered "startDate": "", which verify refuses. */
+Test(manifest, relevant_dates_leave_out_entries_with_empty_bindings)
+{
+    pm_template *t = edited_template("doors", doors_relevant);
+    pm_job job;
+    job_fill(&job, NULL, NOW);
+    job.tmpl = t;
+    run_manifest(&job);
+    json_t *pass = pass_of(&job);
+    json_t *dates = json_object_get(pass, "relevantDates");
+    cr_assert_eq(json_array_size(dates), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(dates, 0), "startDate")),
+                     "2027-06-12T17:00:00+01:00");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(dates, 1), "date")),
+                     "2027-06-12T17:00:00+01:00");
+    json_decref(pass);
+
+    /* No doors time: both entries bind it, so both go, and the key with them. */
+    json_object_set_new(json_object_get(job.record, "event"), "doors_open", json_null());
+    run_manifest(&job);
+    pass = pass_of(&job);
+    cr_assert_null(json_object_get(pass, "relevantDates"), "%s", pm_buf_cstr(&job.pass_json));
+    pm_verify_report report;
+    cr_assert_eq(pm_verify_pass_json(pass, &report), 0, "%s", report.failures[0].message);
+    json_decref(pass);
+    pm_job_free(&job);
+    pm_template_destroy(t);
+}
+
+static void name_as_date(json_t *root)
+{
+    json_object_set_new(root, "relevantDates", json_pack("[{s:s}]", "date", "${event.name}"));
+}
+
+/* Issue 14: passmill stored and counted passes that its own verify refused. */
+Test(manifest, a_pass_that_verify_refuses_is_a_reject)
+{
+    pm_template *t = edited_template("bad_dates", name_as_date);
+    pm_job job;
+    job_fill(&job, NULL, NOW);
+    job.tmpl = t;
+    cr_assert_eq(manifest_run.stage->process(manifest_run.state, manifest_run.scratch, &job), -1,
+                 "signed anyway: %s", pm_buf_cstr(&job.pass_json));
+    cr_assert_eq(job.err.code, PM_ERR_REJECT, "%s", job.err.message);
+    cr_assert_str_eq(job.err.reason, "pass.verify");
+    cr_assert_str_eq(job.err.field, "");
+    cr_assert(strstr(job.err.message, "template 'bad_dates'") &&
+              strstr(job.err.message, "rule pass.dates") &&
+              strstr(job.err.message, "relevantDates[0].date") &&
+              strstr(job.err.message, "Cup Final"), "%s", job.err.message);
+    pm_job_free(&job);
+    pm_template_destroy(t);
+}
+
+static void shows_barcode_message(json_t *root)
+{
+    json_array_append_new(json_object_get(json_object_get(root, "eventTicket"), "backFields"),
+        json_pack("{s:s, s:s, s:s}", "key", "code", "label", "CODE", "value",
+                  "Code ${barcode.message}"));
+}
+
+/* Issue 14: ${barcode.message} rendered the literal "autogenerate". */
+Test(manifest, barcode_message_binding_is_the_final_message)
+{
+    pm_template *t = edited_template("code", shows_barcode_message);
+    pm_job job;
+    job_fill(&job, NULL, NOW);
+    job.tmpl = t;
+    json_object_set_new(json_object_get(job.record, "barcode"), "message",
+                        json_string("autogenerate"));
+    json_decref(job.barcodes);
+    job.barcodes = parse("{\"barcodes\": [{\"format\": \"PKBarcodeFormatQR\", "
+                         "\"message\": \"0123456789ABCDEFGHJKMNPQ\", "
+                         "\"messageEncoding\": \"iso-8859-1\"}]}");
+    run_manifest(&job);
+    json_t *pass = pass_of(&job);
+    cr_assert_str_eq(field_value(pass, "backFields", "code"), "Code 0123456789ABCDEFGHJKMNPQ");
+    json_decref(pass);
+    pm_job_free(&job);
+    pm_template_destroy(t);
+}
+
 Test(manifest, missing_inputs_are_internal_errors)
 {
     pm_job job;
@@ -560,6 +669,26 @@ Test(manifest, bundle_is_a_valid_pkpass)
         snprintf(hex + 2 * i, 3, "%02x", job.pkpass_sha256[i]);
     cr_assert(strncmp(sum, hex, 64) == 0, "%s vs %s", sum, hex);
     free(sum);
+    pm_job_free(&job);
+}
+
+/* Issue 14: libzip's default 0666 made unzipped files world-writable. */
+Test(manifest, bundle_entries_are_mode_0644)
+{
+    pm_job job;
+    build_pass(&job, NOW);
+    char zip[700];
+    write_buf("p.pkpass", &job.pkpass, zip, sizeof zip);
+    int st;
+    /* zipinfo's first column is the Unix mode of each entry. */
+    char *modes = pmt_sh_out(&st, "zipinfo '%s' | awk '$1 ~ /^[-d]/ {print $1}' | sort | uniq -c",
+                             zip);
+    cr_assert_eq(st, 0);
+    cr_assert_str_eq(modes, "     11 -rw-r--r--\n");
+    free(modes);
+    /* And unzip creates them so, whatever the umask. */
+    cr_assert_eq(pmt_sh("set -e; cd '%s'; mkdir m; cd m; umask 000; unzip -q ../p.pkpass; "
+                        "test -z \"$(find . -type f ! -perm 0644)\"", tmp), 0);
     pm_job_free(&job);
 }
 

@@ -19,7 +19,7 @@ static void setup(void)
     cr_assert_not_null(work);
     setenv("W", work, 1); /* shell commands below say "$W" */
     cr_assert_eq(pmt_sh("'%s' identity create '%s/id' >/dev/null", pmt_passmill(), work), 0);
-    cr_assert_eq(pmt_sh("printf 'test-barcode-secret' > '%s/secret'", work), 0);
+    cr_assert_eq(pmt_sh("printf 'test-barcode-secret-0123456789abcdef' > '%s/secret'", work), 0);
     char path[1024];
     snprintf(path, sizeof path, "%s/run.conf", work);
     FILE *f = fopen(path, "w");
@@ -238,6 +238,78 @@ Test(pipeline, the_barcode_secret_never_appears_in_output)
     free(summary);
     cr_assert_neq(pmt_sh("cd '%s' && grep -r -a -l 'test-barcode-secret' store stderr.txt rejects.jsonl", work), 0);
     cr_assert_neq(pmt_sh("cd '%s' && zstd -dc ledger.jsonl.zst | grep -q 'test-barcode-secret'", work), 0);
+}
+
+/* Issue 14: a one-byte barcode secret was accepted; 32 bytes are the minimum. */
+Test(pipeline, a_short_barcode_secret_is_refused)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 1 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    cr_assert_eq(pmt_sh("printf 'x' > \"$W/short\"; printf '%%031d' 0 > \"$W/31\""), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X barcode.secret_file=\"$W/short\" 2>&1",
+                           pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "barcode.secret_file") && strstr(out, "is 1 bytes") &&
+              strstr(out, "at least 32"), "%s", out);
+    free(out);
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X barcode.secret_file=\"$W/31\" 2>&1",
+                     pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    free(out);
+    /* The environment variable is held to the same rule. */
+    out = pmt_sh_out(&status, "PM_SHORT=abc '%s' run -c \"$W/run.conf\" -X barcode.secret_env=PM_SHORT 2>&1",
+                     pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "PM_SHORT") && strstr(out, "is 3 bytes"), "%s", out);
+    cr_assert_null(strstr(out, "abc"), "the secret itself is printed: %s", out);
+    free(out);
+    /* 32 bytes run. */
+    cr_assert_eq(pmt_sh("printf '%%032d' 0 > \"$W/32\""), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, "-X barcode.secret_file=\"$W/32\""), 0, "%s", summary);
+    free(summary);
+}
+
+/* Issue 14: rejects (personal data) and the ledger (presigned URLs) were created 0644. */
+Test(pipeline, rejects_and_ledger_are_created_private)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 1 > \"$W/in.jsonl\" && "
+                        "echo '{\"not\": \"a request\"}' >> \"$W/in.jsonl\"", pmt_passmill()), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "umask 022; '%s' run -c \"$W/run.conf\" --now 2027-05-01T12:00:00Z "
+                           "2>/dev/null; stat -c '%%a %%n' \"$W/rejects.jsonl\" \"$W/ledger.jsonl.zst\"",
+                           pmt_passmill());
+    cr_assert_not_null(out);
+    cr_assert(strstr(out, "in=4 passes=3 rejects=1\n"), "%s", out);
+    char expect[2048];
+    snprintf(expect, sizeof expect, "600 %s/rejects.jsonl\n600 %s/ledger.jsonl.zst\n", work, work);
+    cr_assert(strstr(out, expect), "expected\n%sin\n%s", expect, out);
+    free(out);
+}
+
+/* Issue 14: Kafka credentials could only be given on the command line. */
+Test(pipeline, kafka_secrets_are_refused_as_values)
+{
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X kafka.sasl.password=hunter2-secret 2>&1",
+                           pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "kafka.sasl.password_env") && strstr(out, "kafka.sasl.password_file"), "%s", out);
+    cr_assert_null(strstr(out, "hunter2"), "the secret is echoed: %s", out);
+    free(out);
+    /* In a config file too, named by file and line. */
+    cr_assert_eq(pmt_sh("cp \"$W/run.conf\" \"$W/bad.conf\" && echo 'kafka.ssl.key.password = pw' >> \"$W/bad.conf\""), 0);
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/bad.conf\" 2>&1", pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "bad.conf:") && strstr(out, "kafka.ssl.key.password is a secret"), "%s", out);
+    free(out);
+    /* produce takes librdkafka properties directly: the same rule. */
+    out = pmt_sh_out(&status, "'%s' produce -b 127.0.0.1:1 -t t -X sasl.password=hunter2-secret /dev/null 2>&1",
+                     pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "sasl.password_env"), "%s", out);
+    cr_assert_null(strstr(out, "hunter2"), "the secret is echoed: %s", out);
+    free(out);
 }
 
 Test(pipeline, an_identity_for_another_pass_type_is_refused_at_start)

@@ -62,6 +62,13 @@ static void edit_pass_json(void (*edit)(json_t *root))
     json_decref(root);
 }
 
+/* Put the example's pass.json back into the copy. */
+static void reset_pass_json(void)
+{
+    cr_assert_eq(pmt_sh("cp '%s/pass.json' '%s/pass.json'", pmt_src("config/templates/stadium"),
+                        copy), 0);
+}
+
 static pm_template *load_ok(const char *path)
 {
     pm_template *t = NULL;
@@ -232,13 +239,84 @@ Test(template, bad_colour)
 
 static void hex_colour(json_t *root)
 {
-    json_object_set_new(root, "labelColor", json_string("#ff0000"));
+    json_object_set_new(root, "labelColor", json_string("#fcA311"));
+    json_object_set_new(root, "footerBackgroundColor", json_string("#000000"));
 }
 
-Test(template, hex_colour)
+/* Issue 14: "#RRGGBB" was refused; it loads and becomes rgb() for Wallet before iOS 18. */
+Test(template, hex_colour_becomes_rgb)
 {
     edit_pass_json(hex_colour);
-    expect_fail("labelColor", "rule: colours");
+    pm_template *t = load_ok(copy);
+    cr_assert_str_eq(json_string_value(json_object_get(t->skeleton, "labelColor")),
+                     "rgb(252, 163, 17)");
+    cr_assert_str_eq(json_string_value(json_object_get(t->skeleton, "footerBackgroundColor")),
+                     "rgb(0, 0, 0)");
+    /* rgb() values are kept as written. */
+    cr_assert_str_eq(json_string_value(json_object_get(t->skeleton, "backgroundColor")),
+                     "rgb(20, 33, 61)");
+    pm_template_destroy(t);
+}
+
+static void short_hex_colour(json_t *root)
+{
+    json_object_set_new(root, "labelColor", json_string("#fc1"));
+}
+
+static void bad_hex_colour(json_t *root)
+{
+    json_object_set_new(root, "labelColor", json_string("#fcA31g"));
+}
+
+static void bad_footer_colour(json_t *root)
+{
+    json_object_set_new(root, "footerBackgroundColor", json_string("black"));
+}
+
+Test(template, bad_hex_colours)
+{
+    edit_pass_json(short_hex_colour);
+    expect_fail("labelColor", "\"#fc1\" (rule: colours)");
+    edit_pass_json(bad_hex_colour);
+    expect_fail("labelColor", "\"#fcA31g\" (rule: colours)");
+    reset_pass_json();
+    edit_pass_json(bad_footer_colour);
+    expect_fail("footerBackgroundColor", "(rule: colours)");
+}
+
+static void misspelt_key(json_t *root)
+{
+    json_object_set_new(root, "sharingProhibitted", json_true());
+}
+
+static void unknown_key(json_t *root)
+{
+    json_object_set_new(root, "ticketColour", json_string("red"));
+}
+
+static void known_keys(json_t *root)
+{
+    json_object_set_new(root, "sharingProhibited", json_true());
+    json_object_set_new(root, "suppressStripShine", json_true());
+    json_object_set_new(root, "groupingIdentifier", json_string("${event.event_id}"));
+    json_object_set_new(root, "preferredStyleSchemes", json_pack("[s]", "eventTicket"));
+    json_object_set_new(root, "bagPolicyURL", json_string("https://example.com/bags"));
+    json_object_set_new(root, "semantics", json_pack("{s:s}", "eventName", "${event.name}"));
+}
+
+/* Issue 14: a misspelt top-level key was accepted, so Wallet silently ignored it. */
+Test(template, unknown_top_level_key_is_named)
+{
+    edit_pass_json(misspelt_key);
+    expect_fail("unknown top-level key 'sharingProhibitted'", "did you mean 'sharingProhibited'?");
+    /* Far from any key: no suggestion. */
+    reset_pass_json();
+    edit_pass_json(unknown_key);
+    expect_fail("unknown top-level key 'ticketColour' (rule: keys", NULL);
+    /* Apple's keys load. */
+    reset_pass_json();
+    edit_pass_json(known_keys);
+    pm_template_destroy(load_ok(copy));
 }
 
 static void unknown_binding(json_t *root)

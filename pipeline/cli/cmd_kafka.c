@@ -158,7 +158,11 @@ static void produce_usage(FILE *out)
             "                        schema id, Avro binary datum; default); json: the JSON\n"
             "                        object (a JSON Lines line is sent unchanged)\n"
             "      --schema-id N     schema id in the avro frame (default 1)\n"
-            "  -X property=value     any librdkafka producer property (repeatable)\n"
+            "      --timeout S       give up on a message no broker acknowledged within S\n"
+            "                        seconds (default 30; sets message.timeout.ms)\n"
+            "  -X property=value     any librdkafka producer property (repeatable); secrets\n"
+            "                        such as sasl.password only as sasl.password_env=VAR\n"
+            "                        or sasl.password_file=PATH\n"
             "  -h, --help            show this help\n\n"
             "A JSON line that is not a valid pass request cannot be framed as Avro and\n"
             "counts as failed; with --format json it is sent as it is (no key).\n"
@@ -175,6 +179,7 @@ typedef struct producer {
     pm_buf out;                  /* the message value being built */
     uint64_t acked, failed, unconvertible;
     char first_failure[256];
+    char broker_error[256];      /* the last client-level error (broker unreachable...) */
 } producer;
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -187,6 +192,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     }
     if (p->failed++ == 0)
         snprintf(p->first_failure, sizeof p->first_failure, "%s", rd_kafka_err2str(m->err));
+}
+
+/* Kept for the final message: why nothing was acknowledged. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)err;
+    producer *p = opaque;
+    snprintf(p->broker_error, sizeof p->broker_error, "%s", reason);
 }
 
 /* The frame header: magic byte 0 and the schema id, big-endian. */
@@ -319,7 +333,7 @@ static int produce_all(producer *p, pm_source *src, pm_error *err)
 }
 
 static int producer_open(producer *p, const char *brokers, const char *topic,
-                         const pm_kv *props, size_t n_props, pm_error *err)
+                         const pm_kv *props, size_t n_props, long timeout_s, pm_error *err)
 {
     static const char *const defaults[] = {
         "client.id", "passmill-produce",
@@ -327,9 +341,13 @@ static int producer_open(producer *p, const char *brokers, const char *topic,
         "linger.ms", "20",
         NULL,
     };
-    static const char *const forced[] = {
+    /* librdkafka retries an unreachable broker for 5 minutes by default. */
+    char timeout_ms[24];
+    snprintf(timeout_ms, sizeof timeout_ms, "%ld", timeout_s * 1000);
+    const char *const forced[] = {
         "enable.idempotence", "true",
         "acks", "all",
+        "message.timeout.ms", timeout_ms,
         NULL,
     };
     rd_kafka_conf_t *conf = pm_kafka_conf_new(defaults, brokers, props, n_props, forced, err);
@@ -337,6 +355,7 @@ static int producer_open(producer *p, const char *brokers, const char *topic,
         return -1;
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_error);
     char errstr[512];
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!p->rk) {
@@ -383,15 +402,16 @@ static int add_prop(pm_kv *props, size_t *n, char *arg)
 
 int cmd_produce(int argc, char **argv)
 {
-    enum { OPT_FORMAT = 256, OPT_SCHEMA_ID };
+    enum { OPT_FORMAT = 256, OPT_SCHEMA_ID, OPT_TIMEOUT };
     static const struct option opts[] = {
         {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
         {"format", required_argument, NULL, OPT_FORMAT},
-        {"schema-id", required_argument, NULL, OPT_SCHEMA_ID}, {"help", no_argument, NULL, 'h'},
+        {"schema-id", required_argument, NULL, OPT_SCHEMA_ID},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT}, {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *brokers = NULL, *topic = NULL, *format = "avro";
-    long schema_id = 1;
+    long schema_id = 1, timeout_s = 30;
     pm_kv *props = calloc((size_t)argc + 1, sizeof *props);
     size_t n_props = 0;
     if (!props)
@@ -407,6 +427,13 @@ int cmd_produce(int argc, char **argv)
             if (parse_int(optarg, 0, INT32_MAX, &schema_id) != 0) {
                 fprintf(stderr, "passmill produce: --schema-id expects 0..%d, found '%s'\n",
                         INT32_MAX, optarg);
+                goto out;
+            }
+            break;
+        case OPT_TIMEOUT:
+            if (parse_int(optarg, 1, 3600, &timeout_s) != 0) {
+                fprintf(stderr, "passmill produce: --timeout expects 1..3600 seconds, found '%s'\n",
+                        optarg);
                 goto out;
             }
             break;
@@ -444,7 +471,7 @@ int cmd_produce(int argc, char **argv)
     if (rc == 0)
         rc = pm_source_file_open(path, "auto", &src, &err);
     if (rc == 0)
-        rc = producer_open(&p, brokers, topic, props, n_props, &err);
+        rc = producer_open(&p, brokers, topic, props, n_props, timeout_s, &err);
     if (rc != 0) {
         fprintf(stderr, "passmill produce: %s\n", err.message);
         status = err.code == PM_ERR_CONFIG || err.code == PM_ERR_FORMAT ? PM_EXIT_USAGE
@@ -456,12 +483,17 @@ int cmd_produce(int argc, char **argv)
     rc = produce_all(&p, src, &err);
     if (rc != 0)
         fprintf(stderr, "passmill produce: %s\n", err.message);
-    rd_kafka_resp_err_t fe = rd_kafka_flush(p.rk, 600000);
+    /* Every message is acknowledged or has failed by message.timeout.ms; a margin on top. */
+    rd_kafka_resp_err_t fe = rd_kafka_flush(p.rk, (int)(timeout_s * 1000 + 5000));
     uint64_t unsent = (uint64_t)rd_kafka_outq_len(p.rk);
     printf("acknowledged=%llu failed=%llu\n", (unsigned long long)p.acked,
            (unsigned long long)(p.failed + p.unconvertible + unsent));
     fflush(stdout);
-    if (p.failed)
+    if (p.failed && !p.acked)
+        fprintf(stderr, "passmill produce: no broker at %s acknowledged any message within "
+                "%ld s (%s%s%s); is the broker running and reachable?\n", brokers, timeout_s,
+                p.first_failure, p.broker_error[0] ? "; last broker error: " : "", p.broker_error);
+    else if (p.failed)
         fprintf(stderr, "passmill produce: %llu message(s) not acknowledged; first: %s\n",
                 (unsigned long long)p.failed, p.first_failure);
     if (fe)

@@ -11,7 +11,9 @@
  *
  * Relative paths are used as given, i.e. relative to the working directory.
  * Secrets are never config values: the config names an environment variable
- * or a file that holds them.
+ * or a file that holds them.  A Kafka secret (pm_config_kafka_secret) given
+ * as kafka.<secret> is refused; kafka.<secret>_env and kafka.<secret>_file
+ * are passed through and resolved by pipeline/kafka/kafka_conf.c.
  */
 #ifndef PM_CONFIG_H
 #define PM_CONFIG_H
@@ -118,6 +120,9 @@ int pm_config_load_file(pm_config *cfg, const char *path, pm_error *err);
 /* Apply one "key=value" (from -X). */
 int pm_config_set_pair(pm_config *cfg, const char *pair, pm_error *err);
 int pm_config_set(pm_config *cfg, const char *key, const char *value, pm_error *err);
+
+/* True for the librdkafka properties whose value is a credential (sasl.password, ...). */
+bool pm_config_kafka_secret(const char *prop);
 
 /* Print the key table (for `passmill run --help` and docs). */
 void pm_config_print_keys(FILE *out);

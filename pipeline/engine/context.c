@@ -17,9 +17,10 @@
 /*
  * The barcode secret: from the environment variable named by
  * barcode.secret_env, else the file barcode.secret_file, else none (then
- * "autogenerate" barcodes fail with a configuration error).  A key longer
- * than the HMAC-SHA-256 block is replaced by its SHA-256, exactly as HMAC
- * itself would do, so any length works.
+ * "autogenerate" barcodes fail with a configuration error).  A key shorter
+ * than PM_BARCODE_SECRET_MIN bytes is refused: anyone who guesses it can mint
+ * valid barcodes.  A key longer than the HMAC-SHA-256 block is replaced by
+ * its SHA-256, exactly as HMAC itself would do.
  */
 static int load_barcode_key(const pm_config *cfg, pm_context *ctx, pm_error *err)
 {
@@ -44,6 +45,15 @@ static int load_barcode_key(const pm_config *cfg, pm_context *ctx, pm_error *err
     } else {
         ctx->barcode_key_len = 0;
         return 0;
+    }
+    if (len < PM_BARCODE_SECRET_MIN) {
+        OPENSSL_cleanse(filebuf, sizeof filebuf);
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "the barcode secret (%s %s) is %zu bytes; at least %d are required "
+                            "(e.g. `openssl rand -hex 32`)",
+                            secret == filebuf ? "barcode.secret_file" : "environment variable",
+                            secret == filebuf ? cfg->barcode_secret_file : cfg->barcode_secret_env,
+                            len, PM_BARCODE_SECRET_MIN);
     }
     if (len > sizeof ctx->barcode_key) {
         unsigned int n = 0;

@@ -14,6 +14,9 @@
 #include "core/config.h"
 #include "core/error.h"
 
+/* Shortest barcode secret accepted: 256 bits, as much as HMAC-SHA-256 can use. */
+#define PM_BARCODE_SECRET_MIN 32
+
 struct pm_template_set;
 struct pm_identity;
 struct pm_registry;

@@ -1,7 +1,14 @@
 #include "kafka/kafka_conf.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
+
+#define MAX_SECRET_BYTES (64u << 10) /* a PEM key with its chain fits easily */
 
 int pm_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, pm_error *err)
 {
@@ -10,6 +17,80 @@ int pm_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
         /* The value is not echoed: it may be a credential (sasl.password). */
         return pm_error_set(err, PM_ERR_CONFIG, "kafka.%s: %s", key, errstr);
     return 0;
+}
+
+/* "sasl.password_env" -> the secret property it names ("sasl.password") in out, or false. */
+static bool secret_source(const char *key, const char *suffix, char *out, size_t outlen)
+{
+    size_t n = strlen(key), m = strlen(suffix);
+    if (n <= m || n - m >= outlen || strcmp(key + n - m, suffix) != 0)
+        return false;
+    memcpy(out, key, n - m);
+    out[n - m] = '\0';
+    return pm_config_kafka_secret(out);
+}
+
+/* The file's content without trailing newlines, into a malloc'd string. */
+static char *read_secret_file(const char *path, const char *key, pm_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pm_error_set(err, PM_ERR_CONFIG, "kafka.%s: cannot open '%s': %s", key, path,
+                     strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(MAX_SECRET_BYTES + 1);
+    size_t n = buf ? fread(buf, 1, MAX_SECRET_BYTES + 1, f) : 0;
+    bool bad = buf && ferror(f);
+    fclose(f);
+    if (!buf) {
+        pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    if (bad || n == 0 || n > MAX_SECRET_BYTES) {
+        pm_error_set(err, PM_ERR_CONFIG, "kafka.%s: '%s' %s", key, path,
+                     bad ? "cannot be read" : n == 0 ? "is empty"
+                                                     : "is larger than 64 KiB");
+        OPENSSL_clear_free(buf, MAX_SECRET_BYTES + 1);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+/*
+ * One user property: a secret given as a value is refused (argv and config
+ * files are not for credentials); "<secret>_env" and "<secret>_file" set the
+ * secret from an environment variable or a file.  The value never appears
+ * in a message.
+ */
+static int set_user_prop(rd_kafka_conf_t *conf, const pm_kv *kv, pm_error *err)
+{
+    char secret[64];
+    if (pm_config_kafka_secret(kv->key))
+        return pm_error_set(err, PM_ERR_CONFIG,
+                            "kafka.%s is a secret and cannot be given as a value (command line "
+                            "or config file): set kafka.%s_env = VARIABLE or kafka.%s_file = PATH",
+                            kv->key, kv->key, kv->key);
+    if (secret_source(kv->key, "_env", secret, sizeof secret)) {
+        const char *v = getenv(kv->value);
+        if (!v || !*v)
+            return pm_error_set(err, PM_ERR_CONFIG,
+                                "kafka.%s names the environment variable %s, which is %s",
+                                kv->key, kv->value, v ? "empty" : "not set");
+        return pm_kafka_conf_set(conf, secret, v, err);
+    }
+    if (secret_source(kv->key, "_file", secret, sizeof secret)) {
+        char *v = read_secret_file(kv->value, kv->key, err);
+        if (!v)
+            return -1;
+        int rc = pm_kafka_conf_set(conf, secret, v, err);
+        OPENSSL_clear_free(v, strlen(v) + 1);
+        return rc;
+    }
+    return pm_kafka_conf_set(conf, kv->key, kv->value, err);
 }
 
 static int set_pairs(rd_kafka_conf_t *conf, const char *const *pairs, pm_error *err)
@@ -48,7 +129,7 @@ rd_kafka_conf_t *pm_kafka_conf_new(const char *const *defaults, const char *brok
     if (rc == 0 && brokers && *brokers)
         rc = pm_kafka_conf_set(conf, "bootstrap.servers", brokers, err);
     for (size_t i = 0; rc == 0 && i < n_props; i++)
-        rc = pm_kafka_conf_set(conf, props[i].key, props[i].value, err);
+        rc = set_user_prop(conf, &props[i], err);
     if (rc == 0)
         rc = set_pairs(conf, forced, err);
     if (rc == 0) {

@@ -7,6 +7,12 @@
  * few properties passmill must own for correctness (e.g. manual offset
  * commits), which override the user.  Errors name the property.
  *
+ * Secrets (pm_config_kafka_secret: sasl.password, ssl.key.password, ...)
+ * are never taken as values, which would put them in
+ * argv or a config file: the user's "<secret>_env = VARIABLE" or
+ * "<secret>_file = PATH" (content, trailing newlines removed) sets them, and
+ * the plain property is refused with a message saying so.
+ *
  * One property namespace serves the consumer and the producer, so a
  * consumer-only property given to the producer (or the reverse) is expected:
  * the log callback drops librdkafka's "will be ignored" notice for those and

@@ -80,4 +80,13 @@ json_t *pm_outcome_result_json(const pm_job *job, const char *pkpass_key,
 /* The JSON reject line (new reference). */
 json_t *pm_outcome_reject_json(const pm_job *job);
 
+/*
+ * The serial a reject is reported under, the same for every outcome:
+ * job->serial, else the "serial_number" string of a JSON record that failed
+ * decoding (a schema error, say), else NULL.  *orig gets the original record
+ * parsed when the input was JSON (NULL otherwise); the serial may point into
+ * it, so json_decref(*orig) only after the serial's last use.
+ */
+const char *pm_outcome_reject_serial(const pm_job *job, json_t **orig);
+
 #endif

@@ -2,7 +2,8 @@
  * outcome_files.c - the results ledger (zstd JSON Lines) and the rejects
  * file (JSON Lines).
  *
- * Both files are opened for appending, so a re-run adds to them.  The
+ * Both files are opened for appending, so a re-run adds to them; a new one
+ * is created mode 0600 (personal data, presigned URLs).  The
  * ledger is written as a series of complete zstd frames (one per flush,
  * at most every LEDGER_FRAME_LINES lines): concatenated frames are a valid
  * zstd stream, and a crash loses at most the unflushed tail, never makes
@@ -11,10 +12,12 @@
 #include "outcomes/outcome.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <zstd.h>
@@ -148,6 +151,25 @@ static const pm_outcome_ops files_ops = {
     .close = files_close,
 };
 
+/*
+ * Open for appending, creating the file 0600: rejects hold the records'
+ * personal data and the ledger presigned URLs, whatever the umask.  An
+ * existing file keeps the mode its owner gave it.
+ */
+static FILE *fopen_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return NULL;
+    FILE *f = fdopen(fd, "a");
+    if (!f) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return f;
+}
+
 int pm_outcome_files_open(const char *ledger_path, const char *rejects_path, pm_outcome **out,
                           pm_error *err)
 {
@@ -165,13 +187,13 @@ int pm_outcome_files_open(const char *ledger_path, const char *rejects_path, pm_
     }
     ZSTD_CCtx_setParameter(f->zc, ZSTD_c_compressionLevel, 3);
     ZSTD_CCtx_setParameter(f->zc, ZSTD_c_checksumFlag, 1);
-    f->ledger = fopen(ledger_path, "ab");
+    f->ledger = fopen_private(ledger_path);
     if (!f->ledger) {
         pm_error_set(err, PM_ERR_IO, "cannot open ledger '%s': %s", ledger_path, strerror(errno));
         files_close(&f->base);
         return -1;
     }
-    f->rejects = fopen(rejects_path, "a");
+    f->rejects = fopen_private(rejects_path);
     if (!f->rejects) {
         pm_error_set(err, PM_ERR_IO, "cannot open rejects file '%s': %s", rejects_path, strerror(errno));
         files_close(&f->base);

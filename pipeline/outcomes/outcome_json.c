@@ -56,19 +56,26 @@ json_t *pm_outcome_result_json(const pm_job *job, const char *pkpass_key, const 
     return r;
 }
 
+const char *pm_outcome_reject_serial(const pm_job *job, json_t **orig)
+{
+    *orig = NULL;
+    if (job->format == PM_INPUT_JSON)
+        *orig = json_loadb((const char *)job->raw.data, job->raw.len, JSON_DECODE_ANY, NULL);
+    /* A record that failed decoding has no job->serial; its JSON may still name one. */
+    if (job->serial)
+        return job->serial;
+    return json_is_object(*orig) ? json_string_value(json_object_get(*orig, "serial_number"))
+                                 : NULL;
+}
+
 json_t *pm_outcome_reject_json(const pm_job *job)
 {
     json_t *r = json_object();
     if (!r)
         return NULL;
     /* The original record, untouched: as JSON when it was JSON, else base64. */
-    json_t *orig = NULL;
-    if (job->format == PM_INPUT_JSON)
-        orig = json_loadb((const char *)job->raw.data, job->raw.len, JSON_DECODE_ANY, NULL);
-    /* A record that failed decoding has no job->serial; its JSON may still name one. */
-    const char *serial = job->serial;
-    if (!serial && json_is_object(orig))
-        serial = json_string_value(json_object_get(orig, "serial_number"));
+    json_t *orig;
+    const char *serial = pm_outcome_reject_serial(job, &orig);
     json_object_set_new(r, "serial", serial ? json_string(serial) : json_null());
     if (job->err.code == PM_ERR_REJECT) {
         json_object_set_new(r, "code", json_string(job->err.reason));

@@ -6,7 +6,8 @@
  *   - kafka.topic.results: one message per outcome, key = serial.  A pass
  *     sends its result JSON (pm_outcome_result_json); a reject sends
  *     {"serial", "status": "rejected", "code", "field", "reason", "origin"}
- *     (serial null and no key when the record could not be decoded).
+ *     (serial as pm_outcome_reject_serial finds it; null and no key when
+ *     the record names none).
  *   - kafka.topic.rejects (dead letters): the original value bytes
  *     unchanged, key = serial when known, and the reason in headers:
  *     passmill.error.code, passmill.error.field, passmill.error.reason,
@@ -140,12 +141,12 @@ static int kafka_pass(pm_outcome *base, const pm_job *job, json_t *result, pm_co
 }
 
 /* The results-topic line of a reject (no copy of the record: that is the DLQ's). */
-static char *reject_result(const pm_job *job)
+static char *reject_result(const pm_job *job, const char *serial)
 {
     json_t *origin = json_pack("{s:s, s:i, s:I}", "source", job->origin.source, "partition",
                                (int)job->origin.partition, "offset", (json_int_t)job->origin.offset);
     json_t *r = json_pack("{s:o, s:s, s:s, s:s, s:s, s:o}",
-                          "serial", job->serial ? json_string(job->serial) : json_null(),
+                          "serial", serial ? json_string(serial) : json_null(),
                           "status", "rejected", "code", job->err.reason, "field", job->err.field,
                           "reason", job->err.message, "origin", origin);
     char *s = r ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -175,22 +176,27 @@ static rd_kafka_headers_t *reject_headers(const pm_job *job)
 static int kafka_reject(pm_outcome *base, const pm_job *job, pm_completion *c, pm_error *err)
 {
     kafka_outcome *o = (kafka_outcome *)base;
+    json_t *orig;
+    const char *serial = pm_outcome_reject_serial(job, &orig); /* as the rejects file has it */
     rd_kafka_headers_t *h = reject_headers(job);
-    char *line = reject_result(job);
+    char *line = reject_result(job, serial);
+    int rc;
     if (!h || !line) {
         if (h)
             rd_kafka_headers_destroy(h);
         free(line);
-        return pm_error_set(err, PM_ERR_NOMEM, "kafka: out of memory for a dead letter");
-    }
-    /* The dead letter first: it is the one that must not be lost. */
-    if (produce(o, o->rejects, job->serial, job->raw.data, job->raw.len, RD_KAFKA_MSG_F_COPY,
-                h, c, err) != 0) {
+        rc = pm_error_set(err, PM_ERR_NOMEM, "kafka: out of memory for a dead letter");
+    } else if (produce(o, o->rejects, serial, job->raw.data, job->raw.len, RD_KAFKA_MSG_F_COPY,
+                       h, c, err) != 0) {
+        /* The dead letter first: it is the one that must not be lost. */
         free(line);
-        return -1;
+        rc = -1;
+    } else {
+        rc = produce(o, o->results, serial, line, strlen(line), RD_KAFKA_MSG_F_FREE, NULL, c,
+                     err);
     }
-    return produce(o, o->results, job->serial, line, strlen(line), RD_KAFKA_MSG_F_FREE, NULL,
-                   c, err);
+    json_decref(orig); /* librdkafka copied the key */
+    return rc;
 }
 
 static int kafka_fail(pm_outcome *base, const pm_job *job, pm_error *err)

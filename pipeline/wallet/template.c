@@ -610,6 +610,75 @@ static const char *const per_pass_keys[] = {
     "locations", "beacons", "userInfo",
 };
 
+/*
+ * Every top-level key of Apple's pass.json (WalletPasses "Pass" object, as
+ * of iOS 18, which added the poster event ticket keys from accessibilityURL
+ * to useAutomaticColor).  Wallet silently ignores a key it does not know,
+ * so a misspelt one ("sharingProhibitted") would never take effect: the
+ * loader refuses anything else.
+ */
+static const char *const known_keys[] = {
+    "accessibilityURL", "addOnURL", "appLaunchURL", "associatedStoreIdentifiers",
+    "authenticationToken", "auxiliaryStoreIdentifiers", "backgroundColor", "bagPolicyURL",
+    "barcode", "barcodes", "beacons", "boardingPass", "contactVenueEmail",
+    "contactVenuePhoneNumber", "contactVenueWebsite", "coupon", "description",
+    "directionsInformationURL", "eventLogoText", "eventTicket", "expirationDate",
+    "footerBackgroundColor", "foregroundColor", "formatVersion", "generic",
+    "groupingIdentifier", "labelColor", "locations", "logoText", "maxDistance",
+    "merchandiseURL", "nfc", "orderFoodURL", "organizationName", "parkingInformationURL",
+    "passTypeIdentifier", "preferredStyleSchemes", "purchaseParkingURL", "relevantDate",
+    "relevantDates", "sellURL", "semantics", "serialNumber", "sharingProhibited", "storeCard",
+    "suppressHeaderDarkening", "suppressStripShine", "teamIdentifier", "transferURL",
+    "transitInformationURL", "useAutomaticColor", "userInfo", "voided", "webServiceURL",
+};
+
+/* Levenshtein distance of two short keys, capped: enough to suggest a spelling. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b), row[65];
+    if (n > 64 || m > 64)
+        return 99;
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            size_t sub = diag + ((a[i - 1] | 32) != (b[j - 1] | 32));
+            size_t best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+            row[j] = sub < best ? sub : best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+/* Every top-level key is one of Apple's; a near miss is named. */
+static int check_known_keys(loader *ld, json_t *root)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        const char *best = NULL;
+        size_t best_d = 3; /* suggest within two edits (case ignored) */
+        bool known = false;
+        for (size_t i = 0; !known && i < sizeof known_keys / sizeof *known_keys; i++) {
+            known = strcmp(key, known_keys[i]) == 0;
+            size_t d = known ? 0 : edit_distance(key, known_keys[i]);
+            if (d < best_d) {
+                best_d = d;
+                best = known_keys[i];
+            }
+        }
+        if (!known)
+            return fail(ld, "pass.json", "unknown top-level key '%s'%s%s%s (rule: keys: Apple's "
+                        "pass.json keys only; Wallet ignores any other)", key,
+                        best ? ", did you mean '" : "", best ? best : "", best ? "'?" : "");
+    }
+    return 0;
+}
+
 static const char *const other_styles[] = {
     "boardingPass", "coupon", "generic", "storeCard",
 };
@@ -658,8 +727,41 @@ static int check_fields(loader *ld, json_t *style)
     return rc;
 }
 
+/*
+ * Colours: "rgb(r, g, b)" or "#RRGGBB"; hex is rewritten in the skeleton as
+ * rgb(), which every Wallet version reads (hex only iOS 18 and later).
+ */
+static int check_colours(loader *ld, json_t *root)
+{
+    static const char *const colours[] = {
+        "foregroundColor", "backgroundColor", "labelColor", "footerBackgroundColor",
+    };
+    for (size_t i = 0; i < sizeof colours / sizeof *colours; i++) {
+        json_t *c = json_object_get(root, colours[i]);
+        uint8_t rgb[3];
+        if (!c)
+            continue;
+        if (!json_is_string(c) || !pm_pass_color_parse(json_string_value(c), rgb))
+            return fail(ld, "pass.json", "%s must be \"rgb(r, g, b)\" with r, g, b in 0..255 "
+                        "or \"#RRGGBB\", found %s%s%s (rule: colours)", colours[i],
+                        json_is_string(c) ? "\"" : "",
+                        json_is_string(c) ? json_string_value(c) : "a non-string",
+                        json_is_string(c) ? "\"" : "");
+        if (json_string_value(c)[0] == '#') {
+            char text[32];
+            snprintf(text, sizeof text, "rgb(%u, %u, %u)", rgb[0], rgb[1], rgb[2]);
+            if (json_string_set(c, text) != 0)
+                return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory",
+                                    ld->id);
+        }
+    }
+    return 0;
+}
+
 static int check_skeleton(loader *ld, json_t *root)
 {
+    if (check_known_keys(ld, root) != 0)
+        return -1;
     json_t *fv = json_object_get(root, "formatVersion");
     if (!json_is_integer(fv) || json_integer_value(fv) != 1)
         return fail(ld, "pass.json", "formatVersion must be the integer 1 (rule: formatVersion)");
@@ -672,15 +774,8 @@ static int check_skeleton(loader *ld, json_t *root)
             return fail(ld, "pass.json", "%s must be a non-empty string (rule: required keys)",
                         required[i]);
     }
-    static const char *const colours[] = {"foregroundColor", "backgroundColor", "labelColor"};
-    for (size_t i = 0; i < sizeof colours / sizeof *colours; i++) {
-        json_t *c = json_object_get(root, colours[i]);
-        if (c && !(json_is_string(c) && pm_pass_color_valid(json_string_value(c))))
-            return fail(ld, "pass.json", "%s must be \"rgb(r, g, b)\" with r, g, b in 0..255, "
-                        "found %s%s%s (rule: colours)", colours[i], json_is_string(c) ? "\"" : "",
-                        json_is_string(c) ? json_string_value(c) : "a non-string",
-                        json_is_string(c) ? "\"" : "");
-    }
+    if (check_colours(ld, root) != 0)
+        return -1;
     for (size_t i = 0; i < sizeof other_styles / sizeof *other_styles; i++)
         if (json_object_get(root, other_styles[i]))
             return fail(ld, "pass.json", "style '%s' found (rule: style: only eventTicket)",

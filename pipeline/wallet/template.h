@@ -12,9 +12,11 @@
  *   icon.png, icon@2x.png  required; logo.png, strip.png, background.png,
  *                          thumbnail.png (and @2x/@3x) optional; real PNGs.
  *   xx.lproj/pass.strings  optional localisations.
- * Loading checks every rule (required images present and decodable PNG
- * signatures, colours "rgb(r, g, b)", every binding names a real record
- * field) and hashes every static file once (SHA-1 for the manifest); the
+ * Loading checks every rule (only Apple's top-level pass.json keys, required
+ * images present and decodable PNG signatures, colours "rgb(r, g, b)" or
+ * "#RRGGBB" - hex is rewritten as rgb() in the skeleton, for Wallet before
+ * iOS 18 - every binding names a real record field) and hashes every
+ * static file once (SHA-1 for the manifest); the
  * version is a SHA-256 over all files, so a changed template has a new one.
  * A loaded template set is read-only and shared by all workers.
  */

@@ -533,6 +533,8 @@ static void check_fields(json_t *pass, pm_verify_report *r)
         rule_ok(r);
 }
 
+static void check_pass_tree(json_t *pass, pm_verify_report *r);
+
 static void check_pass(pkpass *p, pm_verify_report *r)
 {
     if (!p->pass_json)
@@ -547,7 +549,13 @@ static void check_pass(pkpass *p, pm_verify_report *r)
         return;
     }
     rule_ok(r);
-    json_t *fv = json_object_get(p->pass, "formatVersion");
+    check_pass_tree(p->pass, r);
+}
+
+/* The pass.json rules on a parsed tree (shared with pm_verify_pass_json). */
+static void check_pass_tree(json_t *pass, pm_verify_report *r)
+{
+    json_t *fv = json_object_get(pass, "formatVersion");
     if (json_is_integer(fv) && json_integer_value(fv) == 1)
         rule_ok(r);
     else if (json_is_integer(fv))
@@ -559,13 +567,13 @@ static void check_pass(pkpass *p, pm_verify_report *r)
     static const char *const required[] = {"passTypeIdentifier", "teamIdentifier", "serialNumber",
                                            "organizationName", "description"};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
-        check_string_key(p->pass, required[i], r);
-    check_style(p->pass, r);
-    check_fields(p->pass, r);
-    check_barcodes(p->pass, r);
-    check_colors(p->pass, r);
-    check_dates(p->pass, r);
-    check_web_service(p->pass, r);
+        check_string_key(pass, required[i], r);
+    check_style(pass, r);
+    check_fields(pass, r);
+    check_barcodes(pass, r);
+    check_colors(pass, r);
+    check_dates(pass, r);
+    check_web_service(pass, r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -798,6 +806,19 @@ int pm_verify_pkpass(const uint8_t *data, size_t len, const char *ca_path_or_NUL
     X509_STORE_free(store);
     if (rc == -2)
         return pm_error_set(&report->error, PM_ERR_NOMEM, "out of memory");
+    return report->failed ? 1 : 0;
+}
+
+int pm_verify_pass_json(json_t *pass, pm_verify_report *report)
+{
+    /* Only the counts: the issue arrays are read up to them (this runs once per pass). */
+    report->passed = report->failed = report->nfailures = report->nskipped = 0;
+    pm_error_clear(&report->error);
+    if (!json_is_object(pass)) {
+        fail(report, "pass.parse", "pass.json: expected a JSON object");
+        return 1;
+    }
+    check_pass_tree(pass, report);
     return report->failed ? 1 : 0;
 }
 

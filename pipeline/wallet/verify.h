@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "core/error.h"
 
 #define PM_VERIFY_MAX_ISSUES 32
@@ -48,6 +50,15 @@ typedef struct pm_verify_report {
  */
 int pm_verify_pkpass(const uint8_t *data, size_t len, const char *ca_path_or_NULL,
                      pm_verify_report *report);
+
+/*
+ * The pass.json rules alone (pass.formatVersion, the required keys,
+ * pass.style, pass.fields, pass.barcodes, pass.colors, pass.dates,
+ * pass.webService) on a tree, as the manifest stage checks every rendered
+ * pass before it is signed.  Returns 0 when all pass, 1 when some failed.
+ * Cheap enough per pass: no parsing, and only the report's counts are reset.
+ */
+int pm_verify_pass_json(json_t *pass, pm_verify_report *report);
 
 /* The same for a file; an unreadable file is -1 with a PM_ERR_IO error. */
 int pm_verify_file(const char *path, const char *ca_path_or_NULL, pm_verify_report *report);
