@@ -1046,7 +1046,7 @@ Test(kafka, undecodable_values_keep_their_serial_and_avro_read_as_json_is_named,
     int status = run_wait(run_start(&t, "run.conf", "run"));
     char *out = run_output(&t, "run", "out");
     cr_assert_eq(status, 1);
-    cr_assert_str_eq(out, "in=6 passes=4 rejects=2\n");
+    cr_assert_str_eq(out, "in=6 passes=4 unchanged=0 rejects=2\n");
     free(out);
 
     kmsgs results = read_topic(&t, RESULTS), dlq = read_topic(&t, REJECTS);

@@ -280,7 +280,7 @@ Test(pipeline, rejects_and_ledger_are_created_private)
                            "2>/dev/null; stat -c '%%a %%n' \"$W/rejects.jsonl\" \"$W/ledger.jsonl.zst\"",
                            pmt_passmill());
     cr_assert_not_null(out);
-    cr_assert(strstr(out, "in=4 passes=3 rejects=1\n"), "%s", out);
+    cr_assert(strstr(out, "in=4 passes=3 unchanged=0 rejects=1\n"), "%s", out);
     char expect[2048];
     snprintf(expect, sizeof expect, "600 %s/rejects.jsonl\n600 %s/ledger.jsonl.zst\n", work, work);
     cr_assert(strstr(out, expect), "expected\n%sin\n%s", expect, out);
@@ -358,7 +358,7 @@ Test(pipeline, a_corrupt_avro_block_is_rejected_and_the_run_goes_on)
     int status = run(&summary, NULL);
     cr_assert_eq(status, 1, "exit 1 (some rejected), not 3: %s", summary);
     char expect[128];
-    snprintf(expect, sizeof expect, "in=150 passes=%d rejects=%d", 150 - n, n);
+    snprintf(expect, sizeof expect, "in=150 passes=%d unchanged=0 rejects=%d", 150 - n, n);
     cr_assert_str_eq(summary, expect);
     free(summary);
 

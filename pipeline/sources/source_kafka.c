@@ -731,8 +731,17 @@ static void leave_group(kafka_source *s, int64_t close_until)
         fprintf(stderr, "passmill: kafka: leaving the group: %s\n", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     } else if (q) {
-        while (!rd_kafka_consumer_closed(s->rk) && now_ms() < close_until)
-            rd_kafka_queue_poll_callback(q, 100);
+        /* The close forwards its rebalance as an event: hand it to the same
+         * callback a consumer_close() would call. */
+        while (!rd_kafka_consumer_closed(s->rk) && now_ms() < close_until) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (!ev)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                on_rebalance(s->rk, rd_kafka_event_error(ev),
+                             rd_kafka_event_topic_partition_list(ev), s);
+            rd_kafka_event_destroy(ev);
+        }
     }
     bool closed = q && rd_kafka_consumer_closed(s->rk);
     if (q)
