@@ -19,6 +19,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: passmill run [-c CONFIG] [-X key=value ...] [--now RFC3339] [--workers N]\n"
+            "                    [--exit-on-eof]\n"
             "\n"
             "Reads pass requests from the configured source (a JSON Lines or Avro file, or\n"
             "Kafka), validates each, renders its barcode and QR image, builds and signs the\n"
@@ -34,6 +35,9 @@ static void usage(FILE *out)
             "      --workers N     same as -X engine.workers=N\n"
             "      --exit-on-eof   Kafka: stop when every partition is drained\n"
             "  -h, --help          this help\n"
+            "\n"
+            "Relative paths in CONFIG are relative to CONFIG's folder; relative paths\n"
+            "given with -X (and defaults) are relative to the working directory.\n"
             "\n"
             "exit status: 0 all records passed, 1 some were rejected, 2 usage or\n"
             "configuration error, 3 records failed or the run could not complete.\n"
@@ -175,8 +179,10 @@ config_error:
     status = err.code == PM_ERR_CONFIG || err.code == PM_ERR_FORMAT ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
     goto out;
 runtime_error:
+    /* Opening the store, outcomes or source: a path or value the
+     * configuration names that does not work is still its error. */
     fprintf(stderr, "passmill run: %s\n", err.message);
-    status = PM_EXIT_FAILURE;
+    status = err.code == PM_ERR_CONFIG ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
 out:
     pm_source_close(source); /* a Kafka source commits what is durable here */
     for (size_t i = 0; i < n_outcomes; i++)

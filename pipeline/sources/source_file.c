@@ -528,7 +528,8 @@ int pm_source_file_open(const char *path, const char *format, pm_source **out, p
         if (!s->f) {
             int e = errno;
             file_close(&s->base);
-            return pm_error_set(err, PM_ERR_IO, "cannot open %s: %s", path, strerror(e));
+            return pm_error_set(err, PM_ERR_CONFIG, "input.path: cannot open %s: %s", path,
+                                strerror(e));
         }
         s->owns_f = true;
     }
