@@ -318,3 +318,32 @@ Test(pipeline, run_usage_line_lists_every_option)
         cr_assert(strstr(out, opts[i]), "usage line lacks %s: %s", opts[i], out);
     free(out);
 }
+
+/* Issue 14 item 11: progress for a file shows percent, total and ETA: plain
+ * lines when stderr is not a terminal, a bar rewritten in place when it is
+ * (a pty from script(1)); a pipe has no total. */
+Test(pipeline, file_progress_shows_percent_total_and_eta)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 150 --seed 4 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X engine.workers=1 "
+                           "-X engine.progress_ms=20 2>&1 >/dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "% of ") && strstr(out, ", eta "), "plain progress lines: %s", out);
+    cr_assert_null(strchr(out, '\r'), "no bar when stderr is not a terminal: %s", out);
+    free(out);
+
+    out = pmt_sh_out(&status, "cat \"$W/in.jsonl\" | '%s' run -c \"$W/run.conf\" -X input.path=- "
+                     "-X engine.workers=1 -X engine.progress_ms=20 2>&1 >/dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "records/s)"), "%s", out);
+    cr_assert_null(strstr(out, "eta"), "a pipe has no total: %s", out);
+    free(out);
+
+    out = pmt_sh_out(&status, "script -qec \"'%s' run -c '$W/run.conf' -X engine.progress_ms=20 "
+                     ">/dev/null\" /dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "\rpassmill [") && strstr(out, "] 100% 150/150 rejects=0 "),
+              "a bar on a terminal, completed at the end: %s", out);
+    free(out);
+}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -25,7 +26,9 @@ static void usage(FILE *out)
             "Kafka), validates each, renders its barcode and QR image, builds and signs the\n"
             "pass, and writes passes/<serial>.pkpass and qr/<serial>.png to the store.\n"
             "Every record ends as one pass (results ledger) or one reject (rejects file).\n"
-            "Prints progress on stderr and one line on stdout at the end:\n"
+            "Prints progress on stderr every engine.progress_ms (a bar on a terminal,\n"
+            "plain lines otherwise; for a file with percent done and ETA, the total\n"
+            "estimated from the bytes read) and one line on stdout at the end:\n"
             "  in=N passes=P rejects=R            (plus failed=F when records failed)\n"
             "\n"
             "options:\n"
@@ -64,6 +67,40 @@ static void on_signal(int sig)
     ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)n;
     running_source->ops->stop(running_source);
+}
+
+/*
+ * Progress on stderr: a bar rewritten in place on a terminal, plain lines
+ * otherwise (logs, pipes).  The final report completes the bar; plain
+ * output needs none (the summary follows).
+ */
+typedef struct progress_out {
+    bool tty;
+    unsigned columns;
+} progress_out;
+
+static void print_progress(void *arg, const pm_progress *p)
+{
+    const progress_out *po = arg;
+    char line[512];
+    if (po->tty) {
+        pm_progress_format_bar(p, po->columns, line, sizeof line);
+        fprintf(stderr, "\r%s\033[K%s", line, p->final ? "\n" : "");
+    } else if (!p->final) {
+        pm_progress_format_line(p, line, sizeof line);
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+}
+
+static unsigned terminal_columns(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+        return ws.ws_col - 1; /* the last column would wrap on some terminals */
+    const char *c = getenv("COLUMNS");
+    long n = c ? strtol(c, NULL, 10) : 0;
+    return n >= 20 && n < 1000 ? (unsigned)n - 1 : 79;
 }
 
 static unsigned online_cpus(void)
@@ -141,10 +178,15 @@ int cmd_run(int argc, char **argv)
     if (pm_source_open(cfg, &source, &err) != 0)
         goto runtime_error;
 
+    progress_out po = {.tty = isatty(STDERR_FILENO) == 1};
+    if (po.tty)
+        po.columns = terminal_columns();
     pm_engine_opts opts = {
         .workers = cfg->workers ? (unsigned)cfg->workers : online_cpus(),
         .queue_size = cfg->queue_size ? (unsigned)cfg->queue_size : 1,
         .progress_ms = (unsigned)cfg->progress_ms,
+        .on_progress = print_progress,
+        .progress_arg = &po,
     };
     running_source = source;
     struct sigaction sa = {0};

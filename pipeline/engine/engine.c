@@ -10,7 +10,8 @@
  *     many objects), stored jobs wait on the durable list; the durability
  *     thread syncs the store once per batch and only then reports the
  *     passes, so nothing is reported (or committed) before it is durable;
- *   - a progress thread prints a line to stderr every progress_ms.
+ *   - a progress thread reports counts and the source's position to the
+ *     caller's callback every progress_ms (engine/progress.h).
  * A job is recycled (back on the free queue) only once fully reported, so
  * the number of jobs bounds memory whatever the input size.
  */
@@ -66,6 +67,8 @@ typedef struct engine {
     bool pstop;
     pthread_t pthread;
     unsigned progress_ms;
+    void (*on_progress)(void *arg, const pm_progress *p);
+    void *progress_arg;
     struct timespec started;
 
     /* first fatal error seen by a worker (for the final message) */
@@ -290,6 +293,19 @@ static void *durability_main(void *arg)
     return NULL;
 }
 
+static void progress_now(engine *e, pm_progress *p)
+{
+    memset(p, 0, sizeof *p);
+    /* The position first: the counts read after it are at least as new. */
+    if (e->source->ops->position)
+        e->source->ops->position(e->source, &p->bytes_done, &p->bytes_total);
+    p->seconds = elapsed(e);
+    p->in = atomic_load(&e->in);
+    p->passes = atomic_load(&e->passes);
+    p->rejects = atomic_load(&e->rejects);
+    p->failed = atomic_load(&e->failed);
+}
+
 static void *progress_main(void *arg)
 {
     engine *e = arg;
@@ -305,12 +321,9 @@ static void *progress_main(void *arg)
         }
         if (pthread_cond_timedwait(&e->pcond, &e->pmu, &deadline) == 0 || e->pstop)
             continue;
-        double t = elapsed(e);
-        uint64_t done = atomic_load(&e->passes) + atomic_load(&e->rejects) + atomic_load(&e->failed);
-        fprintf(stderr, "passmill: %.1fs in=%llu passes=%llu rejects=%llu failed=%llu (%.0f records/s)\n",
-                t, (unsigned long long)atomic_load(&e->in), (unsigned long long)atomic_load(&e->passes),
-                (unsigned long long)atomic_load(&e->rejects), (unsigned long long)atomic_load(&e->failed),
-                t > 0 ? (double)done / t : 0.0);
+        pm_progress p;
+        progress_now(e, &p);
+        e->on_progress(e->progress_arg, &p);
     }
     pthread_mutex_unlock(&e->pmu);
     return NULL;
@@ -357,7 +370,9 @@ int pm_engine_run(const pm_context *ctx, pm_source *source, pm_store *store,
     e.outcomes = outcomes;
     e.n_outcomes = n_outcomes;
     e.store_batches = store->ops->sync != NULL;
-    e.progress_ms = opts->progress_ms;
+    e.progress_ms = opts->on_progress ? opts->progress_ms : 0;
+    e.on_progress = opts->on_progress;
+    e.progress_arg = opts->progress_arg;
     pthread_mutex_init(&e.dmu, NULL);
     pthread_cond_init(&e.dcond, NULL);
     pthread_mutex_init(&e.pmu, NULL);
@@ -428,6 +443,12 @@ out:
         pthread_cond_signal(&e.pcond);
         pthread_mutex_unlock(&e.pmu);
         pthread_join(e.pthread, NULL);
+    }
+    if (e.progress_ms) {
+        pm_progress p;
+        progress_now(&e, &p);
+        p.final = true;
+        e.on_progress(e.progress_arg, &p);
     }
     stats->in = atomic_load(&e.in);
     stats->passes = atomic_load(&e.passes);
