@@ -305,6 +305,11 @@ Test(pipeline, missing_template_dir_or_input_file_exits_2)
     out = pmt_sh_out(&status, "'%s' run -c \"$W/no-such.conf\" 2>&1", pmt_passmill());
     cr_assert_eq(status, 2, "%s", out);
     free(out);
+    /* found when the stages are created, as the engine starts */
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X kafka.schema_ids=abc 2>&1", pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "kafka.schema_ids"), "%s", out);
+    free(out);
 }
 
 /* Issue 14 item 11: the usage line names every option. */

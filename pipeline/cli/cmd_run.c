@@ -43,7 +43,9 @@ static void usage(FILE *out)
             "given with -X (and defaults) are relative to the working directory.\n"
             "\n"
             "exit status: 0 all records passed, 1 some were rejected, 2 usage or\n"
-            "configuration error, 3 records failed or the run could not complete.\n"
+            "configuration error (a bad key or value, or a file or folder it names that\n"
+            "cannot be opened; nothing was read), 3 records failed or the run could not\n"
+            "complete.\n"
             "SIGINT/SIGTERM stop reading, finish in-flight records and exit; a second\n"
             "signal exits at once.\n"
             "\n"
@@ -209,7 +211,9 @@ int cmd_run(int argc, char **argv)
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0, opts.workers);
     if (rc != 0) {
         fprintf(stderr, "passmill run: %s\n", err.message);
-        status = PM_EXIT_FAILURE;
+        /* The stages are created as the engine starts: a configuration
+         * error there (kafka.schema_ids, ...) comes before any record. */
+        status = err.code == PM_ERR_CONFIG && stats.in == 0 ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
     } else {
         status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
     }
