@@ -229,8 +229,83 @@ static int ocf_bytes(file_source *s, pm_buf *b, int64_t max, const char *what, p
     return 0;
 }
 
+/*
+ * The Avro spec lets a schema define a name once.  avro-c 1.11.1 leaks the
+ * schema it was building when a record, enum or fixed name is defined again
+ * (found by tests/fuzz/fuzz_ocf), so a hostile header is refused here, with
+ * jansson, before avro-c parses it.  Full names follow the spec: a dotted
+ * name is full, else the type's "namespace", else the enclosing one.
+ * Returns 0, or -1 with the first name defined twice in dup.
+ */
+static int names_unique(json_t *node, const char *ns, json_t *seen, char *dup, size_t duplen)
+{
+    if (json_is_array(node)) { /* a union */
+        size_t i;
+        json_t *v;
+        json_array_foreach(node, i, v)
+            if (names_unique(v, ns, seen, dup, duplen) != 0)
+                return -1;
+        return 0;
+    }
+    if (!json_is_object(node))
+        return 0; /* a primitive or a reference to a named type */
+    json_t *type = json_object_get(node, "type");
+    const char *t = json_string_value(type);
+    if (!t)
+        return names_unique(type, ns, seen, dup, duplen); /* {"type": {...}} */
+    const char *name = json_string_value(json_object_get(node, "name"));
+    bool named = !strcmp(t, "record") || !strcmp(t, "error") || !strcmp(t, "enum") ||
+                 !strcmp(t, "fixed");
+    char *full = NULL; /* on the heap: jansson allows 2048 levels of nesting */
+    const char *inner = ns; /* the namespace of what this type encloses */
+    if (named && name) {
+        const char *own = json_string_value(json_object_get(node, "namespace"));
+        int n = strchr(name, '.') || !(own ? *own : ns && *ns)
+                    ? asprintf(&full, "%s", name)
+                    : asprintf(&full, "%s.%s", own ? own : ns, name);
+        if (n < 0)
+            return 0; /* out of memory: leave the schema to avro-c */
+        if (json_object_get(seen, full)) {
+            snprintf(dup, duplen, "%s", full);
+            free(full);
+            return -1;
+        }
+        json_object_set_new(seen, full, json_true());
+        char *dot = strrchr(full, '.');
+        if (dot)
+            *dot = '\0';
+        inner = dot ? full : "";
+    }
+    int rc = 0;
+    if (!strcmp(t, "record") || !strcmp(t, "error")) {
+        size_t i;
+        json_t *field;
+        json_array_foreach(json_object_get(node, "fields"), i, field)
+            if ((rc = names_unique(json_object_get(field, "type"), inner, seen, dup, duplen)) != 0)
+                break;
+        free(full);
+        return rc;
+    }
+    free(full);
+    if (!strcmp(t, "array")) {
+        return names_unique(json_object_get(node, "items"), ns, seen, dup, duplen);
+    } else if (!strcmp(t, "map")) {
+        return names_unique(json_object_get(node, "values"), ns, seen, dup, duplen);
+    }
+    return 0;
+}
+
 static int ocf_check_schema(file_source *s, const pm_buf *text, pm_error *err)
 {
+    json_t *tree = json_loadb((const char *)text->data, text->len, 0, NULL);
+    json_t *seen = json_object();
+    char dup[1024] = "";
+    int twice = tree && seen ? names_unique(tree, "", seen, dup, sizeof dup) : 0;
+    json_decref(tree);
+    json_decref(seen);
+    if (twice != 0)
+        return pm_error_set(err, PM_ERR_FORMAT,
+                            "%s: the Avro writer schema defines the name '%s' twice", s->path, dup);
     avro_schema_t ws;
     if (avro_schema_from_json_length((const char *)text->data, text->len, &ws) != 0)
         return pm_error_set(err, PM_ERR_FORMAT, "%s: the Avro writer schema does not parse: %s",
