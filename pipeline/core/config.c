@@ -11,7 +11,8 @@
 #define K(name, type, field, def, doc) \
     {name, type, offsetof(pm_config, field), def, doc}
 
-/* Every configuration key, one row each. Keep docs/configuration.md in step. */
+/* Every configuration key, one row each. Keep docs/configuration.md in step.
+ * PM_CFG_PATH / PM_CFG_ID_PATHS rows are resolved against a config file's folder. */
 const pm_config_key pm_config_keys[] = {
     K("input.type", PM_CFG_STRING, input_type, "file", "Record source: file or kafka."),
     K("input.path", PM_CFG_PATH, input_path, "-", "File source: JSON Lines or Avro OCF file, - for stdin."),
@@ -33,7 +34,7 @@ const pm_config_key pm_config_keys[] = {
     K("engine.workers", PM_CFG_INT, workers, "0", "Worker threads; 0 = one per online CPU."),
     K("engine.queue_size", PM_CFG_INT, queue_size, "256", "Records in flight between the source and the workers."),
     K("engine.now", PM_CFG_STRING, now, "", "Fixed clock as RFC 3339 (e.g. 2027-01-01T00:00:00Z) for byte-identical output; empty = real clock."),
-    K("engine.progress_ms", PM_CFG_INT, progress_ms, "2000", "Progress line interval on stderr in milliseconds; 0 = off."),
+    K("engine.progress_ms", PM_CFG_INT, progress_ms, "2000", "Progress interval on stderr in milliseconds (a bar on a terminal, lines otherwise); 0 = off."),
     K("s3.endpoint", PM_CFG_STRING, s3_endpoint, "", "S3 endpoint URL, e.g. http://127.0.0.1:8080."),
     K("s3.region", PM_CFG_STRING, s3_region, "us-east-1", "SigV4 region."),
     K("s3.bucket", PM_CFG_STRING, s3_bucket, "", "Bucket name."),
