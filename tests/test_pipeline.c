@@ -351,4 +351,9 @@ Test(pipeline, file_progress_shows_percent_total_and_eta)
     cr_assert(strstr(out, "\rpassmill [") && strstr(out, "] 100% 150/150 rejects=0 "),
               "a bar on a terminal, completed at the end: %s", out);
     free(out);
+    out = pmt_sh_out(&status, "TERM=dumb script -qec \"'%s' run -c '$W/run.conf' -X engine.workers=1 -X engine.progress_ms=20 "
+                     ">/dev/null\" /dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "% of 150, eta ") && !strchr(out, '\033'), "lines on a dumb terminal: %s", out);
+    free(out);
 }

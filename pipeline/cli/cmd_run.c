@@ -180,7 +180,9 @@ int cmd_run(int argc, char **argv)
     if (pm_source_open(cfg, &source, &err) != 0)
         goto runtime_error;
 
-    progress_out po = {.tty = isatty(STDERR_FILENO) == 1};
+    /* A bar needs "\r" and "\033[K": a terminal that is not TERM=dumb. */
+    const char *term = getenv("TERM");
+    progress_out po = {.tty = isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0)};
     if (po.tty)
         po.columns = terminal_columns();
     pm_engine_opts opts = {
