@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -119,7 +120,9 @@ Test(config, defaults_file_and_overrides)
     cr_assert_str_eq(cfg->store_type, "local");
     pm_error e;
     cr_assert_eq(pm_config_load_file(cfg, path, &e), 0, "%s", e.message);
-    cr_assert_str_eq(cfg->store_dir, "out dir");
+    char want[1100];
+    snprintf(want, sizeof want, "%s/out dir", dir); /* quotes removed, then resolved */
+    cr_assert_str_eq(cfg->store_dir, want);
     cr_assert_eq(cfg->workers, 3);
     cr_assert(!cfg->store_fsync);
     cr_assert_eq(cfg->kafka_props_len, 1);
@@ -152,6 +155,84 @@ Test(config, unknown_key_and_bad_values_are_errors)
     cr_assert_eq(pm_config_load_file(cfg, path, &e), -1);
     cr_assert(strstr(e.message, ":2:") && strstr(e.message, "bogus.key"), "%s", e.message);
     pm_config_destroy(cfg);
+    pmt_rmrf(dir);
+    free(dir);
+}
+
+/* Issue 14 item 9: `run -c /abs/dir/x.conf` from another folder must find
+ * the files x.conf names relative to itself. */
+Test(config, relative_paths_in_a_file_are_relative_to_its_folder)
+{
+    char *dir = pmt_tmpdir("cfg");
+    char sub[1024], path[1100];
+    snprintf(sub, sizeof sub, "%s/conf", dir);
+    cr_assert_eq(pmt_sh("mkdir '%s'", sub), 0);
+    snprintf(path, sizeof path, "%s/run.conf", sub);
+    const char *text = "input.path = in.jsonl\n"
+                       "template.dir = ../templates\n"
+                       "sign.cert = /abs/signer.pem\n"
+                       "sign.key = \"id/signer.key\"\n"
+                       "sign.chain =\n"
+                       "store.dir = store\n"
+                       "output.ledger = out/ledger.jsonl.zst\n"
+                       "kafka.schema_ids = 1:schemas/a.avsc, 2:/abs/b.avsc,3: c.avsc\n"
+                       "kafka.ssl.ca.location = ca.pem\n"
+                       "kafka.ssl.key.location = /abs/client.key\n"
+                       "kafka.session.timeout.ms = 6000\n"
+                       "barcode.secret_env = PM_SECRET\n";
+    cr_assert_eq(pmt_write_file(path, text, strlen(text)), 0);
+    pm_config *cfg = pm_config_create();
+    pm_error e;
+    cr_assert_eq(pm_config_load_file(cfg, path, &e), 0, "%s", e.message);
+    char want[2400];
+#define WANT(field, rel) \
+    snprintf(want, sizeof want, "%s/%s", sub, rel); \
+    cr_assert_str_eq(cfg->field, want)
+    WANT(input_path, "in.jsonl");
+    WANT(template_dir, "../templates");
+    WANT(sign_key, "id/signer.key");
+    WANT(store_dir, "store");
+    WANT(ledger_path, "out/ledger.jsonl.zst");
+#undef WANT
+    cr_assert_str_eq(cfg->sign_cert, "/abs/signer.pem");
+    cr_assert_str_eq(cfg->sign_chain, "", "an empty value stays empty");
+    cr_assert_str_eq(cfg->barcode_secret_env, "PM_SECRET", "not a path: unchanged");
+    cr_assert_str_eq(cfg->rejects_path, "rejects.jsonl", "a default stays relative to the working directory");
+    snprintf(want, sizeof want, "1:%s/schemas/a.avsc, 2:/abs/b.avsc,3: %s/c.avsc", sub, sub);
+    cr_assert_str_eq(cfg->kafka_schema_ids, want);
+    cr_assert_eq(cfg->kafka_props_len, 3);
+    snprintf(want, sizeof want, "%s/ca.pem", sub);
+    cr_assert_str_eq(cfg->kafka_props[0].value, want);
+    cr_assert_str_eq(cfg->kafka_props[1].value, "/abs/client.key");
+    cr_assert_str_eq(cfg->kafka_props[2].value, "6000");
+
+    /* -X (pm_config_set_pair) values stay relative to the working directory. */
+    cr_assert_eq(pm_config_set_pair(cfg, "input.path=x/in.jsonl", &e), 0);
+    cr_assert_str_eq(cfg->input_path, "x/in.jsonl");
+    cr_assert_eq(pm_config_set_pair(cfg, "kafka.schema_ids=1:s.avsc", &e), 0);
+    cr_assert_str_eq(cfg->kafka_schema_ids, "1:s.avsc");
+    pm_config_destroy(cfg);
+
+    /* stdin and the system CA keyword are not paths; a file in the working
+     * directory (no folder in its name) changes nothing. */
+    snprintf(path, sizeof path, "%s/stdin.conf", sub);
+    text = "input.path = -\nkafka.ssl.ca.location = probe\n";
+    cr_assert_eq(pmt_write_file(path, text, strlen(text)), 0);
+    cfg = pm_config_create();
+    cr_assert_eq(pm_config_load_file(cfg, path, &e), 0, "%s", e.message);
+    cr_assert_str_eq(cfg->input_path, "-");
+    cr_assert_str_eq(cfg->kafka_props[0].value, "probe");
+    pm_config_destroy(cfg);
+    cr_assert_eq(pmt_sh("cd '%s' && cp run.conf ../here.conf", sub), 0);
+    char cwd[1024];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    cr_assert_eq(chdir(dir), 0);
+    cfg = pm_config_create();
+    cr_assert_eq(pm_config_load_file(cfg, "here.conf", &e), 0, "%s", e.message);
+    cr_assert_str_eq(cfg->input_path, "in.jsonl");
+    pm_config_destroy(cfg);
+    cr_assert_eq(chdir(cwd), 0);
+
     pmt_rmrf(dir);
     free(dir);
 }

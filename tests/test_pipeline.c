@@ -386,3 +386,106 @@ Test(pipeline, a_corrupt_avro_block_is_rejected_and_the_run_goes_on)
     free(got);
     cr_assert_eq(seen, n);
 }
+
+/* Issue 14 item 9: paths in a config file are relative to its folder, so
+ * `run -c /abs/conf/x.conf` works from any working directory; -X paths stay
+ * relative to the working directory. */
+Test(pipeline, config_file_paths_are_relative_to_the_config_file)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 4 --seed 2 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    cr_assert_eq(pmt_sh("mkdir \"$W/conf\" \"$W/elsewhere\" && cat > \"$W/conf/rel.conf\" <<'END'\n"
+                        "input.path = ../in.jsonl\n"
+                        "template.dir = ../templates\n"
+                        "sign.cert = ../id/signer.pem\nsign.key = ../id/signer.key\nsign.chain = ../id/wwdr.pem\n"
+                        "barcode.secret_env = PM_TEST_NO_SUCH_VAR\nbarcode.secret_file = ../secret\n"
+                        "store.dir = ../store\noutput.ledger = ../ledger.jsonl.zst\noutput.rejects = ../rejects.jsonl\n"
+                        "engine.workers = 1\nengine.progress_ms = 0\n"
+                        "END\n"
+                        "cp -r '%s/config/templates' \"$W/templates\"", PM_SOURCE_DIR), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "cd \"$W/elsewhere\" && '%s' run -c \"$W/conf/rel.conf\" 2>&1",
+                           pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "in=4 passes=4 unchanged=0 rejects=0"), "%s", out);
+    free(out);
+    cr_assert_eq(pmt_sh("test $(ls \"$W/store/passes\" | wc -l) -eq 4 && test -s \"$W/ledger.jsonl.zst\" && "
+                        "test -z \"$(ls \"$W/elsewhere\")\""), 0, "outputs land next to the config, not in the working directory");
+    /* -X: relative to the working directory */
+    out = pmt_sh_out(&status, "cd \"$W\" && '%s' run -c \"$W/conf/rel.conf\" -X store.dir=xstore "
+                     "-X input.path=in.jsonl 2>&1", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    free(out);
+    cr_assert_eq(pmt_sh("test $(ls \"$W/xstore/passes\" | wc -l) -eq 4"), 0);
+}
+
+/* Issue 14 item 10: a template folder or input file that the configuration
+ * names and that does not exist is a configuration error: exit 2. */
+Test(pipeline, missing_template_dir_or_input_file_exits_2)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 2 --seed 2 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X template.dir=\"$W/no-templates\" 2>&1",
+                           pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "template.dir") && strstr(out, "no-templates"), "%s", out);
+    free(out);
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X input.path=\"$W/no-such.jsonl\" 2>&1",
+                     pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "input.path") && strstr(out, "no-such.jsonl"), "%s", out);
+    free(out);
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/no-such.conf\" 2>&1", pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    free(out);
+    /* found when the stages are created, as the engine starts */
+    out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X kafka.schema_ids=abc 2>&1", pmt_passmill());
+    cr_assert_eq(status, 2, "%s", out);
+    cr_assert(strstr(out, "kafka.schema_ids"), "%s", out);
+    free(out);
+}
+
+/* Issue 14 item 11: the usage line names every option. */
+Test(pipeline, run_usage_line_lists_every_option)
+{
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run --help | sed '/^$/q'", pmt_passmill()); /* the usage lines */
+    cr_assert_eq(status, 0);
+    const char *opts[] = {"-c CONFIG", "-X key=value", "--now", "--workers", "--exit-on-eof"};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        cr_assert(strstr(out, opts[i]), "usage line lacks %s: %s", opts[i], out);
+    free(out);
+}
+
+/* Issue 14 item 11: progress for a file shows percent, total and ETA: plain
+ * lines when stderr is not a terminal, a bar rewritten in place when it is
+ * (a pty from script(1)); a pipe has no total. */
+Test(pipeline, file_progress_shows_percent_total_and_eta)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 150 --seed 4 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+    int status;
+    char *out = pmt_sh_out(&status, "'%s' run -c \"$W/run.conf\" -X engine.workers=1 "
+                           "-X engine.progress_ms=20 2>&1 >/dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "% of ") && strstr(out, ", eta "), "plain progress lines: %s", out);
+    cr_assert_null(strchr(out, '\r'), "no bar when stderr is not a terminal: %s", out);
+    free(out);
+
+    out = pmt_sh_out(&status, "cat \"$W/in.jsonl\" | '%s' run -c \"$W/run.conf\" -X input.path=- "
+                     "-X engine.workers=1 -X engine.progress_ms=20 2>&1 >/dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "records/s)"), "%s", out);
+    cr_assert_null(strstr(out, "eta"), "a pipe has no total: %s", out);
+    free(out);
+
+    out = pmt_sh_out(&status, "script -qec \"'%s' run -c '$W/run.conf' -X engine.progress_ms=20 "
+                     ">/dev/null\" /dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "\rpassmill [") && strstr(out, "] 100% 150/150 rejects=0 "),
+              "a bar on a terminal, completed at the end: %s", out);
+    free(out);
+    out = pmt_sh_out(&status, "TERM=dumb script -qec \"'%s' run -c '$W/run.conf' -X engine.workers=1 -X engine.progress_ms=20 "
+                     ">/dev/null\" /dev/null", pmt_passmill());
+    cr_assert_eq(status, 0, "%s", out);
+    cr_assert(strstr(out, "% of 150, eta ") && !strchr(out, '\033'), "lines on a dumb terminal: %s", out);
+    free(out);
+}

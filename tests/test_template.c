@@ -191,7 +191,7 @@ Test(template, set_errors)
     cr_assert(strstr(err.message, "template 'stadium': icon.png: missing"), "%s", err.message);
 
     cr_assert_eq(pm_template_set_load("/nonexistent/templates", &set, &err), -1);
-    cr_assert_eq(err.code, PM_ERR_IO);
+    cr_assert_eq(err.code, PM_ERR_CONFIG, "a configured path that does not open (exit status 2)");
 }
 
 Test(template, missing_icon)

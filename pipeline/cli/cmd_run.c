@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
@@ -20,6 +21,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: passmill run [-c CONFIG] [-X key=value ...] [--now RFC3339] [--workers N]\n"
+            "                    [--exit-on-eof]\n"
             "\n"
             "Reads pass requests from the configured source (a JSON Lines or Avro file, or\n"
             "Kafka), validates each, renders its barcode and QR image, builds and signs the\n"
@@ -27,7 +29,9 @@ static void usage(FILE *out)
             "Every record ends as one pass, one unchanged (the registry already holds that\n"
             "exact pass: nothing is rebuilt) or one reject; with a registry (registry.path or\n"
             "registry.url) each is recorded there before it counts.  Prints progress on\n"
-            "stderr and one line on stdout at the end:\n"
+            "stderr every engine.progress_ms (a bar on a terminal, plain lines otherwise;\n"
+            "for a file with percent done and ETA, the total estimated from the bytes read)\n"
+            "and one line on stdout at the end:\n"
             "  in=N passes=P unchanged=U rejects=R   (plus failed=F when records failed)\n"
             "\n"
             "options:\n"
@@ -38,8 +42,13 @@ static void usage(FILE *out)
             "      --exit-on-eof   Kafka: stop when every partition is drained\n"
             "  -h, --help          this help\n"
             "\n"
+            "Relative paths in CONFIG are relative to CONFIG's folder; relative paths\n"
+            "given with -X (and defaults) are relative to the working directory.\n"
+            "\n"
             "exit status: 0 all records passed, 1 some were rejected, 2 usage or\n"
-            "configuration error, 3 records failed or the run could not complete.\n"
+            "configuration error (a bad key or value, or a file or folder it names that\n"
+            "cannot be opened; nothing was read), 3 records failed or the run could not\n"
+            "complete.\n"
             "SIGINT/SIGTERM stop reading, finish in-flight records and exit; a second\n"
             "signal exits at once.\n"
             "\n"
@@ -63,6 +72,40 @@ static void on_signal(int sig)
     ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)n;
     running_source->ops->stop(running_source);
+}
+
+/*
+ * Progress on stderr: a bar rewritten in place on a terminal, plain lines
+ * otherwise (logs, pipes).  The final report completes the bar; plain
+ * output needs none (the summary follows).
+ */
+typedef struct progress_out {
+    bool tty;
+    unsigned columns;
+} progress_out;
+
+static void print_progress(void *arg, const pm_progress *p)
+{
+    const progress_out *po = arg;
+    char line[512];
+    if (po->tty) {
+        pm_progress_format_bar(p, po->columns, line, sizeof line);
+        fprintf(stderr, "\r%s\033[K%s", line, p->final ? "\n" : "");
+    } else if (!p->final) {
+        pm_progress_format_line(p, line, sizeof line);
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+}
+
+static unsigned terminal_columns(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+        return ws.ws_col - 1; /* the last column would wrap on some terminals */
+    const char *c = getenv("COLUMNS");
+    long n = c ? strtol(c, NULL, 10) : 0;
+    return n >= 20 && n < 1000 ? (unsigned)n - 1 : 79;
 }
 
 static unsigned online_cpus(void)
@@ -153,11 +196,18 @@ int cmd_run(int argc, char **argv)
         run_begun = true;
         fprintf(stderr, "passmill: run %s\n", run_id);
     }
+    /* A bar needs "\r" and "\033[K": a terminal that is not TERM=dumb. */
+    const char *term = getenv("TERM");
+    progress_out po = {.tty = isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0)};
+    if (po.tty)
+        po.columns = terminal_columns();
     pm_engine_opts opts = {
         .workers = cfg->workers ? (unsigned)cfg->workers : online_cpus(),
         .queue_size = cfg->queue_size ? (unsigned)cfg->queue_size : 1,
         .progress_ms = (unsigned)cfg->progress_ms,
         .run_id = run_id,
+        .on_progress = print_progress,
+        .progress_arg = &po,
     };
     running_source = source;
     struct sigaction sa = {0};
@@ -190,7 +240,9 @@ int cmd_run(int argc, char **argv)
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0, opts.workers);
     if (rc != 0) {
         fprintf(stderr, "passmill run: %s\n", err.message);
-        status = PM_EXIT_FAILURE;
+        /* The stages are created as the engine starts: a configuration
+         * error there (kafka.schema_ids, ...) comes before any record. */
+        status = err.code == PM_ERR_CONFIG && stats.in == 0 ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
     } else {
         status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
     }
@@ -202,8 +254,10 @@ config_error:
     status = err.code == PM_ERR_CONFIG || err.code == PM_ERR_FORMAT ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
     goto out;
 runtime_error:
+    /* Opening the store, outcomes or source: a path or value the
+     * configuration names that does not work is still its error. */
     fprintf(stderr, "passmill run: %s\n", err.message);
-    status = PM_EXIT_FAILURE;
+    status = err.code == PM_ERR_CONFIG ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
 out:
     pm_source_close(source); /* a Kafka source commits what is durable here */
     for (size_t i = 0; i < n_outcomes; i++)

@@ -9,7 +9,13 @@
  * overrides the file.  Keys starting with "kafka." are passed through to
  * librdkafka unchanged (minus the prefix), like kcat's -X.
  *
- * Relative paths are used as given, i.e. relative to the working directory.
+ * Relative paths (keys of type PM_CFG_PATH or PM_CFG_ID_PATHS, and the
+ * librdkafka file properties kafka.ssl.*.location and
+ * kafka.sasl.kerberos.keytab) are relative to the folder of the config file
+ * that sets them, so `run -c /etc/passmill/x.conf` works from any folder.
+ * Defaults and values given with -X / pm_config_set() are used as given,
+ * i.e. relative to the working directory, as a user typing them expects.
+ * input.path "-" (stdin) and empty values are never resolved.
  * Secrets are never config values: the config names an environment variable
  * or a file that holds them.  A Kafka secret (pm_config_kafka_secret) given
  * as kafka.<secret> is refused; kafka.<secret>_env and kafka.<secret>_file
@@ -98,7 +104,13 @@ typedef struct pm_config {
     size_t kafka_props_len;
 } pm_config;
 
-typedef enum pm_config_type { PM_CFG_STRING, PM_CFG_INT, PM_CFG_BOOL } pm_config_type;
+typedef enum pm_config_type {
+    PM_CFG_STRING,
+    PM_CFG_INT,
+    PM_CFG_BOOL,
+    PM_CFG_PATH,     /* a string naming a file or folder */
+    PM_CFG_ID_PATHS  /* a string "id:path[,id:path...]" (kafka.schema_ids) */
+} pm_config_type;
 
 typedef struct pm_config_key {
     const char *name;
@@ -115,9 +127,10 @@ extern const size_t pm_config_keys_len;
 pm_config *pm_config_create(void);
 void pm_config_destroy(pm_config *cfg);
 
-/* Apply a file. Errors name the file and line. */
+/* Apply a file. Errors name the file and line. Relative paths in it are
+ * resolved against the file's folder (see above). */
 int pm_config_load_file(pm_config *cfg, const char *path, pm_error *err);
-/* Apply one "key=value" (from -X). */
+/* Apply one "key=value" (from -X); paths are used as given. */
 int pm_config_set_pair(pm_config *cfg, const char *pair, pm_error *err);
 int pm_config_set(pm_config *cfg, const char *key, const char *value, pm_error *err);
 

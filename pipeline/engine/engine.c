@@ -13,7 +13,8 @@
  *     the batch to the registry in one transaction, and only then reports
  *     the batch, so nothing is reported (or committed) before it is durable
  *     and recorded.  Without either, finish_job() reports at once;
- *   - a progress thread prints a line to stderr every progress_ms.
+ *   - a progress thread reports counts and the source's position to the
+ *     caller's callback every progress_ms (engine/progress.h).
  * A job is recycled (back on the free queue) only once fully reported, so
  * the number of jobs bounds memory whatever the input size.
  *
@@ -124,6 +125,8 @@ typedef struct engine {
     bool pstop;
     pthread_t pthread;
     unsigned progress_ms;
+    void (*on_progress)(void *arg, const pm_progress *p);
+    void *progress_arg;
     struct timespec started;
 
     /* first fatal error seen by a worker (for the final message) */
@@ -498,6 +501,20 @@ static void *durability_main(void *arg)
     return NULL;
 }
 
+static void progress_now(engine *e, pm_progress *p)
+{
+    memset(p, 0, sizeof *p);
+    /* The position first: the counts read after it are at least as new. */
+    if (e->source->ops->position)
+        e->source->ops->position(e->source, &p->bytes_done, &p->bytes_total);
+    p->seconds = elapsed(e);
+    p->in = atomic_load(&e->in);
+    p->passes = atomic_load(&e->counts[PM_OUTCOME_PASS]);
+    p->unchanged = atomic_load(&e->counts[PM_OUTCOME_UNCHANGED]);
+    p->rejects = atomic_load(&e->counts[PM_OUTCOME_REJECT]);
+    p->failed = atomic_load(&e->counts[PM_OUTCOME_FAILED]);
+}
+
 static void *progress_main(void *arg)
 {
     engine *e = arg;
@@ -513,15 +530,9 @@ static void *progress_main(void *arg)
         }
         if (pthread_cond_timedwait(&e->pcond, &e->pmu, &deadline) == 0 || e->pstop)
             continue;
-        double t = elapsed(e);
-        uint64_t c[PM_OUTCOME_COUNT], done = 0;
-        for (int k = 0; k < PM_OUTCOME_COUNT; k++)
-            done += c[k] = atomic_load(&e->counts[k]);
-        fprintf(stderr, "passmill: %.1fs in=%llu passes=%llu unchanged=%llu rejects=%llu failed=%llu"
-                " (%.0f records/s)\n",
-                t, (unsigned long long)atomic_load(&e->in), (unsigned long long)c[PM_OUTCOME_PASS],
-                (unsigned long long)c[PM_OUTCOME_UNCHANGED], (unsigned long long)c[PM_OUTCOME_REJECT],
-                (unsigned long long)c[PM_OUTCOME_FAILED], t > 0 ? (double)done / t : 0.0);
+        pm_progress p;
+        progress_now(e, &p);
+        e->on_progress(e->progress_arg, &p);
     }
     pthread_mutex_unlock(&e->pmu);
     return NULL;
@@ -604,7 +615,9 @@ int pm_engine_run(const pm_context *ctx, pm_source *source, pm_store *store,
     e.registry = ctx->registry;
     e.run_id = opts->run_id ? opts->run_id : "";
     e.batching = store->ops->sync != NULL || e.registry != NULL;
-    e.progress_ms = opts->progress_ms;
+    e.progress_ms = opts->on_progress ? opts->progress_ms : 0;
+    e.on_progress = opts->on_progress;
+    e.progress_arg = opts->progress_arg;
     e.n_jobs = n_jobs;
     atomic_init(&e.aborted, false);
     pthread_mutex_init(&e.dmu, NULL);
@@ -701,6 +714,12 @@ out:
         pthread_cond_signal(&e.pcond);
         pthread_mutex_unlock(&e.pmu);
         pthread_join(e.pthread, NULL);
+    }
+    if (e.progress_ms) {
+        pm_progress p;
+        progress_now(&e, &p);
+        p.final = true;
+        e.on_progress(e.progress_arg, &p);
     }
     stats->in = atomic_load(&e.in);
     stats->passes = atomic_load(&e.counts[PM_OUTCOME_PASS]);

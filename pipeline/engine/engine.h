@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "engine/context.h"
+#include "engine/progress.h"
 #include "outcomes/outcome.h"
 #include "sources/source.h"
 #include "stores/store.h"
@@ -35,7 +36,14 @@ typedef struct pm_run_stats {
 typedef struct pm_engine_opts {
     unsigned workers;          /* >= 1 */
     unsigned queue_size;       /* >= 1 */
-    unsigned progress_ms;      /* 0 = no progress lines */
+    unsigned progress_ms;      /* 0 = no progress reports */
+    /*
+     * Called every progress_ms on the engine's progress thread, then once
+     * with p->final set on the caller's thread after the last record.
+     * NULL = no reports.  The engine prints nothing itself: the CLI does.
+     */
+    void (*on_progress)(void *arg, const pm_progress *p);
+    void *progress_arg;
     const char *run_id;        /* recorded with every registry row; NULL = "" */
 } pm_engine_opts;
 

@@ -10,6 +10,7 @@
 #define PM_SOURCE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -38,6 +39,13 @@ typedef struct pm_source_ops {
      * a Kafka source pauses/resumes its partitions.  May be NULL.
      */
     void (*backpressure)(pm_source *s, bool paused);
+    /*
+     * How far through its input the source is: *done bytes of *total (a
+     * file's size; 0 = unknown: stdin, a pipe, Kafka), for progress
+     * estimates.  Called from the engine's progress thread while next()
+     * runs on another.  May be NULL (nothing known).
+     */
+    void (*position)(pm_source *s, uint64_t *done, uint64_t *total);
     /* Ask next() to return 0 soon (signal handling). Async-signal-safe. */
     void (*stop)(pm_source *s);
     void (*close)(pm_source *s);

@@ -37,10 +37,12 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <zlib.h>
 
@@ -60,6 +62,12 @@ typedef struct file_source {
     char path[256];
     bool avro;
     volatile sig_atomic_t stopping;
+
+    /* progress: bytes fread so far, the position of the last record handed
+     * out (read by the progress thread), the file size (0 = unknown) */
+    uint64_t read_total;
+    atomic_uint_fast64_t position;
+    uint64_t size;
 
     /* input buffer; grows only to take back a corrupt block's bytes */
     unsigned char *in;
@@ -97,6 +105,7 @@ static int in_want(file_source *s, size_t n, pm_error *err)
             s->in_pos = 0;
         }
         size_t got = fread(s->in + s->in_end, 1, s->in_cap - s->in_end, s->f);
+        s->read_total += got;
         if (got == 0) {
             if (ferror(s->f))
                 return pm_error_set(err, PM_ERR_IO, "reading %s: %s", s->path, strerror(errno));
@@ -610,7 +619,26 @@ static int ocf_next(file_source *s, pm_job *job, pm_error *err)
 static int file_next(pm_source *base, pm_job *job, pm_error *err)
 {
     file_source *s = (file_source *)base;
-    return s->avro ? ocf_next(s, job, err) : jsonl_next(s, job, err);
+    int rc = s->avro ? ocf_next(s, job, err) : jsonl_next(s, job, err);
+    uint64_t pos = s->read_total - in_avail(s);
+    if (rc == 0 && !s->stopping) {
+        pos = s->size > pos ? s->size : pos; /* at the end */
+    } else if (s->avro && s->blk_len) {
+        /* A whole block is read at once: count the part of it still to be
+         * handed out as not read yet, so a big block does not jump ahead. */
+        uint64_t ahead = (uint64_t)((double)s->block.len * (double)(s->blk_len - s->blk_pos) /
+                                    (double)s->blk_len);
+        pos = ahead < pos ? pos - ahead : 0;
+    }
+    atomic_store_explicit(&s->position, pos, memory_order_relaxed);
+    return rc;
+}
+
+static void file_position(pm_source *base, uint64_t *done, uint64_t *total)
+{
+    file_source *s = (file_source *)base;
+    *done = atomic_load_explicit(&s->position, memory_order_relaxed);
+    *total = s->size;
 }
 
 /* Files have nothing to commit: a finished record needs no action. */
@@ -655,6 +683,7 @@ static const pm_source_ops file_ops = {
     .next = file_next,
     .done = file_done,
     .backpressure = file_backpressure,
+    .position = file_position,
     .stop = file_stop,
     .close = file_close,
 };
@@ -686,10 +715,15 @@ int pm_source_file_open(const char *path, const char *format, pm_source **out, p
         if (!s->f) {
             int e = errno;
             file_close(&s->base);
-            return pm_error_set(err, PM_ERR_IO, "cannot open %s: %s", path, strerror(e));
+            return pm_error_set(err, PM_ERR_CONFIG, "input.path: cannot open %s: %s", path,
+                                strerror(e));
         }
         s->owns_f = true;
     }
+    /* A regular file's size gives progress a total (a pipe has none). */
+    struct stat st;
+    if (fstat(fileno(s->f), &st) == 0 && S_ISREG(st.st_mode))
+        s->size = (uint64_t)st.st_size;
     if (strcmp(format, "auto") == 0) {
         if (in_want(s, 4, err) != 0) {
             file_close(&s->base);

@@ -1030,7 +1030,7 @@ static int template_folders(const char *dir, char ***out, size_t *outlen, pm_err
 {
     DIR *d = opendir(dir);
     if (!d)
-        return pm_error_set(err, PM_ERR_IO, "templates: cannot open folder '%s': %s", dir,
+        return pm_error_set(err, PM_ERR_CONFIG, "templates: cannot open folder '%s': %s", dir,
                             strerror(errno));
     loader ld = {dir, err, NULL, 0, 0};
     char **names = NULL;
