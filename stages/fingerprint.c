@@ -55,7 +55,7 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
         return 0;
     if (pm_registry_content_hash(job->record, job->status ? job->status : "active",
                                  job->tmpl ? job->tmpl->version : "", st->signer_sha256,
-                                 job->content_hash, &job->err) != 0)
+                                 &job->record_json, job->content_hash, &job->err) != 0)
         return -1;
     pm_registry_pass prior;
     int found = pm_registry_lookup(scratch, job->serial, false, &prior, &job->err);

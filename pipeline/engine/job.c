@@ -31,6 +31,7 @@ void pm_job_reset(pm_job *job)
     pm_buf_reset(&job->manifest_json);
     pm_buf_reset(&job->signature);
     pm_buf_reset(&job->pkpass);
+    pm_buf_reset(&job->record_json);
     memset(job->pkpass_sha256, 0, sizeof job->pkpass_sha256);
     job->content_hash[0] = job->auth_token[0] = job->prior_sha256[0] = '\0';
     job->unchanged = false;
@@ -48,6 +49,7 @@ void pm_job_free(pm_job *job)
     pm_buf_free(&job->manifest_json);
     pm_buf_free(&job->signature);
     pm_buf_free(&job->pkpass);
+    pm_buf_free(&job->record_json);
 }
 
 void pm_origin_format(const pm_origin *o, char *out, size_t outlen)

@@ -13,7 +13,7 @@
  *   decode    : record, serial, patch
  *   merge     : record (from patch and the registry)
  *   validate  : tmpl, status
- *   fingerprint: content_hash, auth_token, unchanged, prior_sha256
+ *   fingerprint: content_hash, record_json, auth_token, unchanged, prior_sha256
  *   barcode   : barcode_message, barcodes, qr_png
  *   manifest  : pass_json, manifest_json
  *   sign      : signature
@@ -79,6 +79,8 @@ typedef struct pm_job {
     const char *status;           /* validate: "active", "voided", "expired", "redeemed" */
 
     char content_hash[65];        /* fingerprint: hex SHA-256, see registry.h */
+    pm_buf record_json;           /* fingerprint: the record as the registry stores it
+                                     (compact JSON, keys sorted; empty without registry) */
     char auth_token[PM_AUTH_TOKEN_LEN + 1]; /* fingerprint: the pass's token ("" without registry) */
     char prior_sha256[65];        /* fingerprint: the registry's .pkpass sha256 when unchanged */
     bool unchanged;               /* fingerprint: the registry holds this exact pass; stop here */

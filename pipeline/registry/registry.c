@@ -94,32 +94,59 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err)
     return 0;
 }
 
+static int append_json(const char *text, size_t len, void *buf)
+{
+    return pm_buf_append(buf, text, len);
+}
+
+/*
+ * Where the hashed part of the canonical text starts, and its first byte
+ * replaced: the text without the action member.  With sorted keys "action"
+ * comes first ({"action":"ISSUE","attendee":...}), so dropping it is
+ * skipping a prefix; its value is an enum symbol (no escapes).
+ */
+static size_t after_action(const char *text, size_t len)
+{
+    static const char key[] = "{\"action\":\"";
+    size_t k = sizeof key - 1;
+    if (len < k || memcmp(text, key, k) != 0)
+        return 0;
+    const char *end = memchr(text + k, '"', len - k);
+    if (!end || (size_t)(end - text) + 1 >= len)
+        return 0;
+    size_t at = (size_t)(end - text) + 1; /* ',' before the next member, or '}' */
+    return text[at] == ',' ? at : 0;
+}
+
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],
-                             char out[65], pm_error *err)
+                             pm_buf *canonical, char out[65], pm_error *err)
 {
+    pm_buf_reset(canonical);
+    if (json_dump_callback(record, append_json, canonical, JSON_COMPACT | JSON_SORT_KEYS) != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+    const char *text = (const char *)canonical->data;
+    size_t len = canonical->len;
     /* The action says what to do, not what the pass is: an ISSUE and an
-     * UPDATE of the same content make the same pass. */
-    json_t *copy = json_copy((json_t *)record);
-    if (!copy)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
-    json_object_del(copy, "action");
-    char *text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    json_decref(copy);
-    if (!text)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+     * UPDATE of the same content make the same pass.  Hashed: "{" then
+     * the members after the action. */
+    size_t skip = after_action(text, len);
+    if (!skip)
+        return pm_error_set(err, PM_ERR_INTERNAL,
+                            "the normalized record does not start with its action");
     uint8_t md[32];
     unsigned int mdlen = 0;
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     /* NUL separators: no concatenation of two parts can look like another. */
     int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-             EVP_DigestUpdate(c, text, strlen(text) + 1) == 1 &&
+             EVP_DigestUpdate(c, "{", 1) == 1 &&
+             EVP_DigestUpdate(c, text + skip + 1, len - skip - 1) == 1 &&
+             EVP_DigestUpdate(c, "", 1) == 1 &&
              EVP_DigestUpdate(c, status, strlen(status) + 1) == 1 &&
              EVP_DigestUpdate(c, template_version, strlen(template_version) + 1) == 1 &&
              EVP_DigestUpdate(c, signer_sha256, 32) == 1 &&
              EVP_DigestFinal_ex(c, md, &mdlen) == 1;
     EVP_MD_CTX_free(c);
-    free(text);
     if (!ok)
         return pm_error_set(err, PM_ERR_CRYPTO, "SHA-256 failed for a content hash");
     pm_hex_encode(md, sizeof md, out);

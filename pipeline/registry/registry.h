@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/error.h"
 #include "engine/job.h"
@@ -145,10 +146,12 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
  * except the signing time: the normalized record without its "action"
  * (keys sorted, compact), the status, the template version and the signer
  * certificate's SHA-256.  Two requests with the same hash make the same pass.
+ * canonical (reset first) receives the record as the registry stores it:
+ * compact JSON with sorted keys, action included.
  */
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],
-                             char out[65], pm_error *err);
+                             pm_buf *canonical, char out[65], pm_error *err);
 
 /* The status of a job's outcome, as stored: "pass", "unchanged", "reject", "failed". */
 const char *pm_outcome_kind_name(pm_outcome_kind k);
