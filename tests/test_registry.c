@@ -550,6 +550,8 @@ static void case_failed_apply(bool pg)
     pm_error_clear(&err);
     cr_assert(r->ops->apply(r, "run", bad, 4, &err) != 0, "status 'bogus' was accepted");
     cr_assert(strncmp(err.message, "registry: ", 10) == 0, "%s", err.message);
+    cr_assert(strstr(err.message, "S2") || !pg, "the error does not name the record: %s", err.message);
+    cr_log_info("%s: %s", pg ? "pg" : "sqlite", err.message);
     /* A job without an outcome. */
     pm_job *odd[2] = {pass_job(PM_OUTCOME_PASS, "S3", "active", "Three", NULL, 1700000002),
                       pass_job(PM_OUTCOME_PASS, "S4", "active", "Four", NULL, 1700000002)};
@@ -581,6 +583,38 @@ static void case_failed_apply(bool pg)
     jobs_free(bad, 4);
     jobs_free(odd, 2);
     jobs_free(next, 1);
+    pm_registry_close(r);
+    backend_fini(&b);
+}
+
+/* A batch bigger than one pipeline chunk (PostgreSQL syncs every 256
+ * statements): a failure in a later chunk still leaves nothing. */
+static void case_big_batch(bool pg)
+{
+    backend b;
+    backend_init(&b, pg, "big");
+    pm_registry *r = open_ok(&b);
+    enum { N = 150 };
+    pm_job *jobs[N];
+    for (int i = 0; i < N; i++) {
+        char serial[32];
+        snprintf(serial, sizeof serial, "BIG%03d", i);
+        jobs[i] = pass_job(PM_OUTCOME_PASS, serial, i == 140 ? "bogus" : "active", "Big", "g1,g2", 1700000000);
+    }
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert(r->ops->apply(r, "run", jobs, N, &err) != 0, "status 'bogus' in job 140 was accepted");
+    cr_assert(strstr(err.message, "BIG140") || !pg, "%s", err.message);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM passes"), 0);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM results"), 0);
+    cr_assert_eq(query_int(&b, "SELECT value FROM counters WHERE name = 'update_tag'"), 0);
+    jobs[140]->status = "active";
+    apply_ok(r, "run", jobs, N);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM passes"), N);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM pass_groups"), 2 * N);
+    cr_assert_eq(query_int(&b, "SELECT min(update_tag) * 1000 + max(update_tag) FROM passes"), 1000 + N);
+    cr_assert_eq(query_int(&b, "SELECT update_tag FROM passes WHERE serial = 'BIG140'"), 141);
+    jobs_free(jobs, N);
     pm_registry_close(r);
     backend_fini(&b);
 }
@@ -707,6 +741,7 @@ BOTH(newer_schema_refused)
 BOTH(apply_and_query)
 BOTH(update_tags)
 BOTH(failed_apply)
+BOTH(big_batch)
 BOTH(readers_during_writes)
 BOTH(runs)
 
