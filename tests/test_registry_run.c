@@ -333,6 +333,10 @@ Test(registry_run, changes_by_serial_alone)
     cr_assert_str_eq(out, "active=11 voided=4 expired=2 redeemed=3 total=20 rejects=2\n");
     free(out);
     cr_assert_eq(sql_count("SELECT count(*) FROM rejects WHERE code = 'serial.unknown' AND serial = 'NO-SUCH-SERIAL'"), 2);
+    /* A reject row keeps the original record, as sent. */
+    cr_assert_eq(sql_count("SELECT count(*) FROM rejects WHERE serial = 'NO-SUCH-SERIAL' AND "
+                           "json_extract(record, '$.action') = 'VOID' AND "
+                           "json_extract(record, '$.template_id') IS NULL"), 2);
     /* The UPDATE changed the seat and kept the rest of the attendee. */
     cr_assert_eq(sql_count("SELECT count(*) FROM passes WHERE json_extract(record, '$.attendee.seat') = '42' "
                            "AND json_extract(record, '$.attendee.holder_name') IS NOT NULL"), 1);

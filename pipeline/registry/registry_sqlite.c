@@ -236,16 +236,22 @@ static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job,
     char sha[65], pkpass_key[128], qr_key[128];
     pm_hex_encode(job->pkpass_sha256, sizeof job->pkpass_sha256, sha);
     pm_store_pass_keys(job->serial, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
-    if (job->record_json.len == 0) /* fingerprint wrote it; anything else is a bug */
-        return pm_error_set(err, PM_ERR_INTERNAL, "registry row of %s without its record", job->serial);
+    /* The fingerprint stage leaves the canonical text in the job; a job made
+     * another way gets it here. */
+    char *dumped = job->record_json.len ? NULL : json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!job->record_json.len && !dumped)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
     sqlite3_stmt *st = r->upsert;
     bind_text(st, 1, job->serial);
     bind_text(st, 2, record_text(job, "template_id"));
     bind_text(st, 3, job->tmpl ? job->tmpl->version : "");
     bind_text(st, 4, event_id(job));
     bind_text(st, 5, job->status ? job->status : "active");
-    sqlite3_bind_text(st, 6, (const char *)job->record_json.data, (int)job->record_json.len,
-                      SQLITE_STATIC); /* the job outlives the statement's step */
+    if (dumped)
+        sqlite3_bind_text(st, 6, dumped, -1, free);
+    else /* the job outlives the statement's step */
+        sqlite3_bind_text(st, 6, (const char *)job->record_json.data, (int)job->record_json.len,
+                          SQLITE_STATIC);
     bind_text(st, 7, job->content_hash);
     bind_text(st, 8, sha);
     bind_text(st, 9, pkpass_key);
@@ -312,8 +318,7 @@ static int apply_reject(sqlite_registry *r, const char *run_id, const pm_job *jo
     bind_text(st, 4, job->err.field);
     bind_text(st, 5, job->err.message);
     if (record)
-        sqlite3_bind_text(st, 6, (const char *)job->record_json.data, (int)job->record_json.len,
-                      SQLITE_STATIC); /* the job outlives the statement's step */
+        sqlite3_bind_text(st, 6, record, -1, free);
     else
         sqlite3_bind_null(st, 6);
     bind_text(st, 7, json_string_value(json_object_get(line, "record_base64")));

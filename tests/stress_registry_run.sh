@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# stress_registry.sh PASSMILL - the engine's per-serial chains, durability
+# stress_registry_run.sh PASSMILL - the engine's per-serial chains, durability
 # batches and registry readers/writer under load: 4 workers, a tiny queue,
 # every serial three times in a row (ISSUE, UPDATE, VOID), then the VOIDs
 # again (all unchanged).  Run in the ThreadSanitizer build
 # (TSAN_OPTIONS=halt_on_error=1 turns a race into a failure) as well as the
 # others.  Prints "N passed, N failed".
 set -uo pipefail
-bin=${1:?usage: stress_registry.sh PASSMILL}
+bin=${1:?usage: stress_registry_run.sh PASSMILL}
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/pm-stress-reg-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "stress_registry: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
+fail() { echo "stress_registry_run: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 "$bin" identity create "$work/id" >/dev/null || fail "identity create"
 printf 'stress-secret-0123456789abcdef-0123' > "$work/secret"
