@@ -3,6 +3,7 @@
  * configuration, run ids, authentication tokens and content hashes.
  */
 #include "registry/registry.h"
+#include "registry/registry_backend.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "core/buf.h"
+#include "core/rfc3339.h"
 
 /*
  * The PostgreSQL password: the environment variable registry.password_env,
@@ -162,4 +164,69 @@ const char *pm_outcome_kind_name(pm_outcome_kind k)
     case PM_OUTCOME_FAILED: return "failed";
     default: return "?";
     }
+}
+
+/* ---- what the backends share (registry_backend.h) ---- */
+
+const char *pm_registry_record_text(const pm_job *job, const char *name)
+{
+    return job->record ? json_string_value(json_object_get(job->record, name)) : NULL;
+}
+
+const char *pm_registry_event_id(const pm_job *job)
+{
+    json_t *ev = job->record ? json_object_get(job->record, "event") : NULL;
+    return json_string_value(json_object_get(ev, "event_id"));
+}
+
+static json_t *time_json(int64_t t)
+{
+    char buf[32];
+    pm_rfc3339_format_utc(t, buf);
+    return json_string(buf);
+}
+
+/* Column i of c as parsed JSON (the record columns), or NULL. */
+static json_t *col_parsed(const pm_registry_cols *c, int i)
+{
+    const char *t = c->text(c->row, i);
+    return t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+#define COL(i) c->json(c->row, (i))
+
+json_t *pm_registry_show_row(const pm_registry_cols *c)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o?, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o}",
+                     "serial", COL(0), "status", COL(1), "template_id", COL(2),
+                     "template_version", COL(3), "event_id", COL(4), "record", col_parsed(c, 5),
+                     "content_hash", COL(6), "sha256", COL(7), "keys", "pkpass", COL(8), "qr", COL(9),
+                     "update_tag", COL(10), "created_at", time_json(c->integer(c->row, 11)),
+                     "updated_at", time_json(c->integer(c->row, 12)), "run_id", COL(13),
+                     "origin", COL(14));
+}
+
+json_t *pm_registry_result_row(const pm_registry_cols *c)
+{
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o}, s:o, s:o}",
+                     "run_id", COL(0), "serial", COL(1), "outcome", COL(2), "action", COL(3),
+                     "status", COL(4), "template_id", COL(5), "template_version", COL(6),
+                     "sha256", COL(7), "keys", "pkpass", COL(8), "qr", COL(9), "origin", COL(10),
+                     "at", time_json(c->integer(c->row, 11)));
+}
+
+json_t *pm_registry_reject_row(const pm_registry_cols *c)
+{
+    const char *code = c->text(c->row, 2);
+    json_t *row = json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o}", "run_id", COL(0),
+                            "outcome", code && strncmp(code, "failed.", 7) == 0 ? "failed" : "reject",
+                            "serial", COL(1), "code", COL(2), "field", COL(3), "reason", COL(4),
+                            "origin", COL(7), "at", time_json(c->integer(c->row, 8)));
+    if (row) {
+        if (c->text(c->row, 5))
+            json_object_set_new(row, "record", col_parsed(c, 5));
+        else if (c->text(c->row, 6))
+            json_object_set_new(row, "record_base64", COL(6));
+    }
+    return row;
 }

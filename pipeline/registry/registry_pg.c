@@ -23,6 +23,7 @@
  * message or a log line.
  */
 #include "registry/registry.h"
+#include "registry/registry_backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,6 @@
 #include <openssl/crypto.h>
 
 #include "core/buf.h"
-#include "core/rfc3339.h"
 #include "outcomes/outcome.h"
 #include "stores/store.h"
 #include "wallet/template.h"
@@ -377,17 +377,6 @@ static int pg_end_run(pm_registry *base, const char *run_id, const uint64_t coun
     return rc;
 }
 
-static const char *record_text(const pm_job *job, const char *name)
-{
-    return job->record ? json_string_value(json_object_get(job->record, name)) : NULL;
-}
-
-static const char *event_id(const pm_job *job)
-{
-    json_t *ev = job->record ? json_object_get(job->record, "event") : NULL;
-    return json_string_value(json_object_get(ev, "event_id"));
-}
-
 /*
  * apply() sends its statements in pipeline mode: one round trip per chunk
  * instead of one per statement (a batch of 64 passes is ~320 statements;
@@ -470,8 +459,8 @@ static int apply_pass(pipeline *pl, const char *run_id, const pm_job *job, int64
     char *record = json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
     if (!record)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
-    const char *p[15] = {job->serial, record_text(job, "template_id"), job->tmpl ? job->tmpl->version : "",
-                         event_id(job), job->status ? job->status : "active", record,
+    const char *p[15] = {job->serial, pm_registry_record_text(job, "template_id"), job->tmpl ? job->tmpl->version : "",
+                         pm_registry_event_id(job), job->status ? job->status : "active", record,
                          job->content_hash, sha, pkpass_key, qr_key, job->auth_token, now, tagtext,
                          run_id, origin};
     int rc = pipe_send(pl, "upsert", 15, p, "upsert pass", job->serial, err);
@@ -503,8 +492,8 @@ static int apply_result(pipeline *pl, const char *run_id, const pm_job *job, con
     pm_store_pass_keys(job->serial, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
     int_text(now, job->now);
     const char *p[12] = {run_id, job->serial, pm_outcome_kind_name(job->outcome),
-                         record_text(job, "action"), job->status ? job->status : "active",
-                         record_text(job, "template_id"), job->tmpl ? job->tmpl->version : NULL,
+                         pm_registry_record_text(job, "action"), job->status ? job->status : "active",
+                         pm_registry_record_text(job, "template_id"), job->tmpl ? job->tmpl->version : NULL,
                          sha, pkpass_key, qr_key, origin, now};
     return pipe_send(pl, "add_result", 12, p, "insert result", job->serial, err);
 }
@@ -676,13 +665,6 @@ static int pg_lookup(pm_registry_reader *base, const char *serial, bool with_rec
 
 /* ---- queries (main thread, writer connection) ---- */
 
-static json_t *time_json(int64_t t)
-{
-    char buf[32];
-    pm_rfc3339_format_utc(t, buf);
-    return json_string(buf);
-}
-
 static int64_t col_int(const PGresult *res, int row, int col)
 {
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
@@ -699,6 +681,19 @@ static json_t *col_json(const PGresult *res, int row, int col)
     return json_string(PQgetvalue(res, row, col));
 }
 
+/* The row builders' cursor over row 0 of a result (single-row mode, or one row). */
+static json_t *cols_json(void *res, int i) { return col_json(res, 0, i); }
+static int64_t cols_integer(void *res, int i) { return col_int(res, 0, i); }
+static const char *cols_text(void *res, int i)
+{
+    return PQgetisnull(res, 0, i) ? NULL : PQgetvalue(res, 0, i);
+}
+
+static pm_registry_cols cols_of(const PGresult *res)
+{
+    return (pm_registry_cols){cols_json, cols_integer, cols_text, (void *)res};
+}
+
 static json_t *pg_show(pm_registry *base, const char *serial, pm_error *err)
 {
     pg_registry *r = (pg_registry *)base;
@@ -707,9 +702,7 @@ static json_t *pg_show(pm_registry *base, const char *serial, pm_error *err)
         return NULL;
     const char *p[1] = {serial};
     PGresult *res = PQexecParams(r->conn,
-                                 "SELECT serial, status, template_id, template_version, event_id, record,"
-                                 " content_hash, pkpass_sha256, pkpass_key, qr_key, update_tag, created_at,"
-                                 " updated_at, run_id, origin FROM passes WHERE serial = $1",
+                                 "SELECT " PM_REGISTRY_SHOW_COLUMNS " FROM passes WHERE serial = $1",
                                  1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         pg_fail(err, r->conn, res, "show");
@@ -718,17 +711,8 @@ static json_t *pg_show(pm_registry *base, const char *serial, pm_error *err)
     }
     json_t *row = NULL;
     if (PQntuples(res) > 0) {
-        json_t *record = PQgetisnull(res, 0, 5) ? NULL : json_loads(PQgetvalue(res, 0, 5), 0, NULL);
-        row = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o?, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o}",
-                        "serial", col_json(res, 0, 0), "status", col_json(res, 0, 1),
-                        "template_id", col_json(res, 0, 2), "template_version", col_json(res, 0, 3),
-                        "event_id", col_json(res, 0, 4), "record", record,
-                        "content_hash", col_json(res, 0, 6), "sha256", col_json(res, 0, 7),
-                        "keys", "pkpass", col_json(res, 0, 8), "qr", col_json(res, 0, 9),
-                        "update_tag", col_json(res, 0, 10),
-                        "created_at", time_json(col_int(res, 0, 11)),
-                        "updated_at", time_json(col_int(res, 0, 12)),
-                        "run_id", col_json(res, 0, 13), "origin", col_json(res, 0, 14));
+        pm_registry_cols c = cols_of(res);
+        row = pm_registry_show_row(&c);
         if (!row)
             pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
@@ -854,31 +838,14 @@ static int export_query(PGconn *conn, const char *sql, const filter_sql *fs,
 
 static json_t *result_row(const PGresult *res)
 {
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o}, s:o, s:o}",
-                     "run_id", col_json(res, 0, 0), "serial", col_json(res, 0, 1),
-                     "outcome", col_json(res, 0, 2), "action", col_json(res, 0, 3),
-                     "status", col_json(res, 0, 4), "template_id", col_json(res, 0, 5),
-                     "template_version", col_json(res, 0, 6), "sha256", col_json(res, 0, 7),
-                     "keys", "pkpass", col_json(res, 0, 8), "qr", col_json(res, 0, 9),
-                     "origin", col_json(res, 0, 10), "at", time_json(col_int(res, 0, 11)));
+    pm_registry_cols c = cols_of(res);
+    return pm_registry_result_row(&c);
 }
 
 static json_t *reject_row(const PGresult *res)
 {
-    const char *code = PQgetvalue(res, 0, 2);
-    json_t *row = json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o}",
-                            "run_id", col_json(res, 0, 0),
-                            "outcome", strncmp(code, "failed.", 7) == 0 ? "failed" : "reject",
-                            "serial", col_json(res, 0, 1), "code", col_json(res, 0, 2),
-                            "field", col_json(res, 0, 3), "reason", col_json(res, 0, 4),
-                            "origin", col_json(res, 0, 7), "at", time_json(col_int(res, 0, 8)));
-    if (row) {
-        if (!PQgetisnull(res, 0, 5))
-            json_object_set_new(row, "record", json_loads(PQgetvalue(res, 0, 5), JSON_DECODE_ANY, NULL));
-        else if (!PQgetisnull(res, 0, 6))
-            json_object_set_new(row, "record_base64", col_json(res, 0, 6));
-    }
-    return row;
+    pm_registry_cols c = cols_of(res);
+    return pm_registry_reject_row(&c);
 }
 
 static int pg_export(pm_registry *base, const pm_registry_filter *f, pm_registry_row_fn fn, void *arg,
@@ -892,16 +859,13 @@ static int pg_export(pm_registry *base, const pm_registry_filter *f, pm_registry
     bool stop = false;
     filter_build(f, "at", false, &fs);
     snprintf(sql, sizeof sql,
-             "SELECT run_id, serial, outcome, action, status, template_id, template_version,"
-             " pkpass_sha256, pkpass_key, qr_key, origin, at FROM results WHERE true%s ORDER BY id",
-             fs.where);
+             "SELECT " PM_REGISTRY_RESULT_COLUMNS " FROM results WHERE true%s ORDER BY id", fs.where);
     if (export_query(r->conn, sql, &fs, result_row, fn, arg, &stop, "export results", err) != 0)
         return -1;
     if (stop)
         return 0;
     snprintf(sql, sizeof sql,
-             "SELECT run_id, serial, code, field, reason, record, record_base64, origin, at"
-             " FROM rejects WHERE true%s ORDER BY id", fs.where);
+             "SELECT " PM_REGISTRY_REJECT_COLUMNS " FROM rejects WHERE true%s ORDER BY id", fs.where);
     return export_query(r->conn, sql, &fs, reject_row, fn, arg, &stop, "export rejects", err);
 }
 

@@ -8,6 +8,7 @@
  * but for the types SQLite spells differently.
  */
 #include "registry/registry.h"
+#include "registry/registry_backend.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 
 #include <sqlite3.h>
 
-#include "core/rfc3339.h"
 #include "core/buf.h"
 #include "outcomes/outcome.h"
 #include "stores/store.h"
@@ -219,17 +219,6 @@ static int sqlite_end_run(pm_registry *base, const char *run_id,
     return rc;
 }
 
-static const char *record_text(const pm_job *job, const char *name)
-{
-    return job->record ? json_string_value(json_object_get(job->record, name)) : NULL;
-}
-
-static const char *event_id(const pm_job *job)
-{
-    json_t *ev = job->record ? json_object_get(job->record, "event") : NULL;
-    return json_string_value(json_object_get(ev, "event_id"));
-}
-
 static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job, int64_t tag,
                       const char *origin, pm_error *err)
 {
@@ -243,9 +232,9 @@ static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job,
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
     sqlite3_stmt *st = r->upsert;
     bind_text(st, 1, job->serial);
-    bind_text(st, 2, record_text(job, "template_id"));
+    bind_text(st, 2, pm_registry_record_text(job, "template_id"));
     bind_text(st, 3, job->tmpl ? job->tmpl->version : "");
-    bind_text(st, 4, event_id(job));
+    bind_text(st, 4, pm_registry_event_id(job));
     bind_text(st, 5, job->status ? job->status : "active");
     if (dumped)
         sqlite3_bind_text(st, 6, dumped, -1, free);
@@ -291,9 +280,9 @@ static int apply_result(sqlite_registry *r, const char *run_id, const pm_job *jo
     bind_text(st, 1, run_id);
     bind_text(st, 2, job->serial);
     bind_text(st, 3, pm_outcome_kind_name(job->outcome));
-    bind_text(st, 4, record_text(job, "action"));
+    bind_text(st, 4, pm_registry_record_text(job, "action"));
     bind_text(st, 5, job->status ? job->status : "active");
-    bind_text(st, 6, record_text(job, "template_id"));
+    bind_text(st, 6, pm_registry_record_text(job, "template_id"));
     bind_text(st, 7, job->tmpl ? job->tmpl->version : NULL);
     bind_text(st, 8, sha);
     bind_text(st, 9, pkpass_key);
@@ -439,13 +428,6 @@ static int sqlite_lookup(pm_registry_reader *base, const char *serial, bool with
 
 /* ---- queries (main thread, writer connection) ---- */
 
-static json_t *time_json(sqlite3_int64 t)
-{
-    char buf[32];
-    pm_rfc3339_format_utc((int64_t)t, buf);
-    return json_string(buf);
-}
-
 static json_t *col_json(sqlite3_stmt *st, int col)
 {
     switch (sqlite3_column_type(st, col)) {
@@ -455,32 +437,29 @@ static json_t *col_json(sqlite3_stmt *st, int col)
     }
 }
 
+/* The row builders' cursor over the statement's current row. */
+static json_t *cols_json(void *st, int i) { return col_json(st, i); }
+static int64_t cols_integer(void *st, int i) { return sqlite3_column_int64(st, i); }
+static const char *cols_text(void *st, int i) { return (const char *)sqlite3_column_text(st, i); }
+
+static pm_registry_cols cols_of(sqlite3_stmt *st)
+{
+    return (pm_registry_cols){cols_json, cols_integer, cols_text, st};
+}
+
 static json_t *sqlite_show(pm_registry *base, const char *serial, pm_error *err)
 {
     sqlite_registry *r = (sqlite_registry *)base;
     pm_error_clear(err);
     sqlite3_stmt *st;
-    if (prepare(r->db, "SELECT serial, status, template_id, template_version, event_id, record,"
-                       " content_hash, pkpass_sha256, pkpass_key, qr_key, update_tag, created_at,"
-                       " updated_at, run_id, origin FROM passes WHERE serial = ?", &st, err) != 0)
+    if (prepare(r->db, "SELECT " PM_REGISTRY_SHOW_COLUMNS " FROM passes WHERE serial = ?", &st, err) != 0)
         return NULL;
     bind_text(st, 1, serial);
     json_t *row = NULL;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        const char *record = (const char *)sqlite3_column_text(st, 5);
-        row = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o?, s:o, s:o, s:{s:o, s:o}, s:o, s:o, s:o, s:o, s:o}",
-                        "serial", col_json(st, 0), "status", col_json(st, 1),
-                        "template_id", col_json(st, 2), "template_version", col_json(st, 3),
-                        "event_id", col_json(st, 4),
-                        "record", record ? json_loads(record, 0, NULL) : NULL,
-                        "content_hash", col_json(st, 6), "sha256", col_json(st, 7),
-                        "keys", "pkpass", col_json(st, 8), "qr", col_json(st, 9),
-                        "update_tag", col_json(st, 10),
-                        "created_at", time_json(sqlite3_column_int64(st, 11)),
-                        "updated_at", time_json(sqlite3_column_int64(st, 12)),
-                        "run_id", col_json(st, 13), "origin", col_json(st, 14));
-        if (!row)
+        pm_registry_cols c = cols_of(st);
+        if (!(row = pm_registry_show_row(&c)))
             pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     } else if (rc != SQLITE_DONE) {
         db_error(err, r->db, "show");
@@ -578,19 +557,13 @@ static int sqlite_export(pm_registry *base, const pm_registry_filter *f, pm_regi
 
     filter_sql(f, "serial", "at", false, where, sizeof where);
     snprintf(sql, sizeof sql,
-             "SELECT run_id, serial, outcome, action, status, template_id, template_version,"
-             " pkpass_sha256, pkpass_key, qr_key, origin, at FROM results WHERE 1 = 1%s ORDER BY id", where);
+             "SELECT " PM_REGISTRY_RESULT_COLUMNS " FROM results WHERE 1 = 1%s ORDER BY id", where);
     if (prepare(r->db, sql, &st, err) != 0)
         return -1;
     bind_filter(st, f, false, true);
+    pm_registry_cols c = cols_of(st);
     while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        json_t *row = json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o}, s:o, s:o}",
-                                "run_id", col_json(st, 0), "serial", col_json(st, 1),
-                                "outcome", col_json(st, 2), "action", col_json(st, 3),
-                                "status", col_json(st, 4), "template_id", col_json(st, 5),
-                                "template_version", col_json(st, 6), "sha256", col_json(st, 7),
-                                "keys", "pkpass", col_json(st, 8), "qr", col_json(st, 9),
-                                "origin", col_json(st, 10), "at", time_json(sqlite3_column_int64(st, 11)));
+        json_t *row = pm_registry_result_row(&c);
         stop = !row || fn(arg, row) != 0;
         json_decref(row);
     }
@@ -601,26 +574,13 @@ static int sqlite_export(pm_registry *base, const pm_registry_filter *f, pm_regi
         return db_error(err, r->db, "export results");
 
     snprintf(sql, sizeof sql,
-             "SELECT run_id, serial, code, field, reason, record, record_base64, origin, at"
-             " FROM rejects WHERE 1 = 1%s ORDER BY id", where);
+             "SELECT " PM_REGISTRY_REJECT_COLUMNS " FROM rejects WHERE 1 = 1%s ORDER BY id", where);
     if (prepare(r->db, sql, &st, err) != 0)
         return -1;
     bind_filter(st, f, false, true);
+    c = cols_of(st);
     while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *code = (const char *)sqlite3_column_text(st, 2);
-        json_t *row = json_pack("{s:o, s:s, s:o, s:o, s:o, s:o, s:o, s:o}",
-                                "run_id", col_json(st, 0),
-                                "outcome", strncmp(code, "failed.", 7) == 0 ? "failed" : "reject",
-                                "serial", col_json(st, 1), "code", col_json(st, 2),
-                                "field", col_json(st, 3), "reason", col_json(st, 4),
-                                "origin", col_json(st, 7), "at", time_json(sqlite3_column_int64(st, 8)));
-        if (row) {
-            const char *rec = (const char *)sqlite3_column_text(st, 5);
-            if (rec)
-                json_object_set_new(row, "record", json_loads(rec, JSON_DECODE_ANY, NULL));
-            else if (sqlite3_column_type(st, 6) != SQLITE_NULL)
-                json_object_set_new(row, "record_base64", col_json(st, 6));
-        }
+        json_t *row = pm_registry_reject_row(&c);
         stop = !row || fn(arg, row) != 0;
         json_decref(row);
     }
