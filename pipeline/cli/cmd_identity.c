@@ -5,6 +5,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/pem.h>
@@ -93,9 +94,14 @@ int cmd_identity(int argc, char **argv)
     print_subject(dir, "wwdr.pem");
     print_subject(dir, "signer.pem");
     printf("  keys: ca.key wwdr.key signer.key (mode 0600)\n");
-    printf("config: sign.cert = %s/signer.pem\n", dir);
-    printf("        sign.key = %s/signer.key\n", dir);
-    printf("        sign.chain = %s/wwdr.pem\n", dir);
+    /* Absolute: a config file's paths are relative to its own folder, not to
+     * where this command ran. */
+    char *abs = realpath(dir, NULL);
+    const char *d = abs ? abs : dir;
+    printf("config: sign.cert = %s/signer.pem\n", d);
+    printf("        sign.key = %s/signer.key\n", d);
+    printf("        sign.chain = %s/wwdr.pem\n", d);
     printf("verify: passmill verify --ca %s/ca.pem FILE.pkpass\n", dir);
+    free(abs);
     return PM_EXIT_OK;
 }
