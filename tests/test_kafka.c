@@ -762,8 +762,11 @@ Test(kafka, broker_gone_for_good_ends_the_run_in_bounded_time, .timeout = 240)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     char *out = run_output(&t, "run", "out"), *err = run_output(&t, "run", "err");
     cr_log_info("broker gone: exited %d after %.1f s: %s", status, secs, out);
-    /* The bound is 6 s (kafka.shutdown_timeout_ms), plus the exit itself. */
-    cr_assert_lt(secs, 12.0, "the run took %.1f s to stop with the broker gone: %s", secs, err);
+    /* The bound is 6 s (kafka.shutdown_timeout_ms) plus librdkafka noticing
+     * that every broker is down and the exit itself: 6.7 s on a quiet
+     * machine, 12.1 s with the test suites of another checkout running
+     * beside it.  Before the bound it was message.timeout.ms, 5 minutes. */
+    cr_assert_lt(secs, 20.0, "the run took %.1f s to stop with the broker gone: %s", secs, err);
     cr_assert_eq(status, 3, "%s %s", out, err);
     long in, passes, rejects, failed = 0;
     cr_assert_eq(parse_summary(out, &in, &passes, &rejects), 0, "out: %s err: %s", out, err);

@@ -477,7 +477,8 @@ Test(pipeline, file_progress_shows_percent_total_and_eta)
     cr_assert_null(strstr(out, "eta"), "a pipe has no total: %s", out);
     free(out);
 
-    out = pmt_sh_out(&status, "script -qec \"'%s' run -c '$W/run.conf' -X engine.progress_ms=20 "
+    /* TERM set here: the environment may say dumb (CI, a fresh root), which means lines. */
+    out = pmt_sh_out(&status, "TERM=xterm script -qec \"'%s' run -c '$W/run.conf' -X engine.progress_ms=20 "
                      ">/dev/null\" /dev/null", pmt_passmill());
     cr_assert_eq(status, 0, "%s", out);
     cr_assert(strstr(out, "\rpassmill [") && strstr(out, "] 100% 150/150 rejects=0 "),
