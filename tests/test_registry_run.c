@@ -45,6 +45,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    pmt_sh("umount \"$W/small\" 2>/dev/null; true"); /* a disk-full test that failed midway */
     pmt_rmrf(work);
     free(work);
 }
@@ -354,4 +355,84 @@ Test(registry_run, change_by_serial_without_registry_is_rejected)
     cr_assert_str_eq(summary, "in=1 passes=0 unchanged=0 rejects=1");
     free(summary);
     cr_assert_eq(pmt_sh("grep -q '\"code\": *\"record.partial\"' \"$W/rejects.jsonl\""), 0);
+}
+
+/*
+ * Disk full: the store, the registry or the rejects file on a 1 MiB tmpfs
+ * (mounted here; the tests run as root).  The run stops with exit 3 and a
+ * clear error, nothing that was not recorded is counted, the registry still
+ * matches the store, and a run with room finishes the job.
+ */
+static void full_disk_case(const char *what)
+{
+    cr_assert_eq(pmt_sh("mkdir -p \"$W/small\" && mount -t tmpfs -o size=1m tmpfs \"$W/small\""), 0,
+                 "cannot mount a small tmpfs (the tests run as root)");
+    /* 400 passes need ~40 MB of store; 400 rejects ~1.5 MB of rejects file. */
+    char extra[512];
+    if (strcmp(what, "store") == 0) {
+        cr_assert_eq(pmt_sh("'%s' sample --count 400 --seed 12 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+        snprintf(extra, sizeof extra, "-X store.dir=\"$W/small/store\"");
+    } else if (strcmp(what, "registry") == 0) {
+        cr_assert_eq(pmt_sh("'%s' sample --count 3000 --seed 12 > \"$W/in.jsonl\"", pmt_passmill()), 0);
+        snprintf(extra, sizeof extra, "-X registry.path=\"$W/small/registry.db\" -X store.fsync=false");
+    } else {
+        /* every record rejected: a long holder name (field.too_long) */
+        cr_assert_eq(pmt_sh("'%s' sample --count 400 --seed 12 | python3 -c 'import json,sys\n"
+                            "for l in sys.stdin:\n r=json.loads(l); r[\"attendee\"][\"holder_name\"]=\"x\"*3000; print(json.dumps(r))'"
+                            " > \"$W/in.jsonl\"", pmt_passmill()), 0);
+        snprintf(extra, sizeof extra, "-X output.rejects=\"$W/small/rejects.jsonl\"");
+    }
+    char *summary;
+    int rc = run(&summary, extra);
+    cr_assert_eq(rc, 3, "%s full: exit %d: %s", what, rc, summary);
+    long in, passes, unchanged, rejects, failed = 0;
+    cr_assert_eq(sscanf(summary, "in=%ld passes=%ld unchanged=%ld rejects=%ld", &in, &passes, &unchanged,
+                        &rejects), 4, "%s", summary);
+    const char *f = strstr(summary, "failed=");
+    cr_assert_not_null(f, "%s full: %s", what, summary);
+    failed = atol(f + 7);
+    cr_assert_gt(failed, 0);
+    cr_assert_eq(in, passes + unchanged + rejects + failed, "%s", summary);
+    cr_assert_eq(pmt_sh("grep -q 'stopping the run: .*No space left on device\\|stopping the run: .*full' "
+                        "\"$W/stderr.txt\""), 0, "%s full: no clear error on stderr", what);
+    free(summary);
+    if (strcmp(what, "store") == 0) {
+        /* What the registry holds is what the summary counted and the store has;
+         * the failures are recorded as failed.store. */
+        cr_assert_eq(sql_count("SELECT count(*) FROM passes"), passes);
+        cr_assert_eq(sql_count("SELECT count(*) FROM rejects WHERE code LIKE 'failed.%'"), failed);
+        cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/small/store\" --count %ld", passes), 0);
+    } else if (strcmp(what, "rejects") == 0) {
+        /* The registry recorded every reject (its transaction comes first);
+         * those the rejects file could not take count failed. */
+        cr_assert_eq(sql_count("SELECT count(*) FROM rejects"), in);
+    }
+    /* With room, the same run finishes the job. */
+    cr_assert_eq(pmt_sh("mount -o remount,size=256m \"$W/small\""), 0);
+    rc = run(&summary, extra);
+    cr_assert_eq(rc, strcmp(what, "rejects") == 0 ? 1 : 0, "%s", summary);
+    long in2, passes2, unchanged2, rejects2;
+    cr_assert_eq(sscanf(summary, "in=%ld passes=%ld unchanged=%ld rejects=%ld", &in2, &passes2, &unchanged2,
+                        &rejects2), 4, "%s", summary);
+    cr_assert_null(strstr(summary, "failed="), "%s", summary);
+    cr_assert_eq(passes2 + unchanged2 + rejects2, in2, "%s", summary);
+    free(summary);
+    if (strcmp(what, "store") == 0)
+        cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$W/registry.db\" \"$W/small/store\" --count %ld", in2), 0);
+    cr_assert_eq(pmt_sh("umount \"$W/small\""), 0);
+}
+
+Test(registry_run, disk_full_under_the_store_stops_the_run_and_loses_nothing)
+{
+    full_disk_case("store");
+}
+
+Test(registry_run, disk_full_under_the_registry_stops_the_run)
+{
+    full_disk_case("registry");
+}
+
+Test(registry_run, disk_full_under_the_rejects_stops_the_run)
+{
+    full_disk_case("rejects");
 }

@@ -427,8 +427,14 @@ static void finish_job(void *arg, pm_job *job)
     else if (atomic_load(&e->aborted)) { /* a sink is gone: store nothing more */
         job->outcome = PM_OUTCOME_FAILED;
         pm_error_set(&job->err, PM_ERR_IO, "the run stopped before this pass was stored");
-    } else
-        job->outcome = store_artefacts(e, job) == 0 ? PM_OUTCOME_PASS : PM_OUTCOME_FAILED;
+    } else if (store_artefacts(e, job) == 0) {
+        job->outcome = PM_OUTCOME_PASS;
+    } else {
+        /* The store refused a write (full, gone, denied: its own retries
+         * are done): nothing more can be stored, so the run stops. */
+        job->outcome = PM_OUTCOME_FAILED;
+        engine_abort(e, &job->err);
+    }
     if (!e->batching) {
         report(e, job);
         return;
