@@ -61,7 +61,7 @@ typedef struct file_source {
     bool owns_f;
     char path[256];
     bool avro;
-    volatile sig_atomic_t stopping;
+    atomic_int stopping;       /* set by stop(): a signal handler or the engine's threads */
 
     /* progress: bytes fread so far, the position of the last record handed
      * out (read by the progress thread), the file size (0 = unknown) */
@@ -174,7 +174,7 @@ static bool blank(const unsigned char *p, size_t n)
 static int jsonl_next(file_source *s, pm_job *job, pm_error *err)
 {
     for (;;) {
-        if (s->stopping)
+        if (atomic_load(&s->stopping))
             return 0;
         pm_buf_reset(&job->raw);
         bool any = false;
@@ -561,7 +561,7 @@ static int ocf_next(file_source *s, pm_job *job, pm_error *err)
 {
     char what[1024];
     for (;;) {
-        if (s->stopping)
+        if (atomic_load(&s->stopping))
             return 0;
         if (s->bad_left > 0) {
             /* A record of a corrupt block: rejected here, by the source. */
@@ -621,7 +621,7 @@ static int file_next(pm_source *base, pm_job *job, pm_error *err)
     file_source *s = (file_source *)base;
     int rc = s->avro ? ocf_next(s, job, err) : jsonl_next(s, job, err);
     uint64_t pos = s->read_total - in_avail(s);
-    if (rc == 0 && !s->stopping) {
+    if (rc == 0 && !atomic_load(&s->stopping)) {
         pos = s->size > pos ? s->size : pos; /* at the end */
     } else if (s->avro && s->blk_len) {
         /* A whole block is read at once: count the part of it still to be
@@ -659,7 +659,8 @@ static void file_backpressure(pm_source *base, bool paused)
 
 static void file_stop(pm_source *base)
 {
-    ((file_source *)base)->stopping = 1; /* async-signal-safe */
+    /* A lock-free atomic: safe from a signal handler and from another thread. */
+    atomic_store(&((file_source *)base)->stopping, 1);
 }
 
 static void file_close(pm_source *base)
@@ -705,6 +706,7 @@ int pm_source_file_open(const char *path, const char *format, pm_source **out, p
         free(s);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
+    atomic_init(&s->stopping, 0);
     s->in_cap = IN_CAP;
     s->base.ops = &file_ops;
     snprintf(s->path, sizeof s->path, "%s", path);
