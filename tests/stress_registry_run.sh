@@ -9,7 +9,7 @@ set -uo pipefail
 bin=${1:?usage: stress_registry_run.sh PASSMILL}
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/pm-stress-reg-XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap 'umount "$work/small" 2>/dev/null; rm -rf "$work"' EXIT
 fail() { echo "stress_registry_run: $*" >&2; echo "0 passed, 1 failed"; exit 1; }
 
 "$bin" identity create "$work/id" >/dev/null || fail "identity create"
@@ -41,4 +41,16 @@ python3 "$src/tests/registry_check.py" "$work/registry.db" "$work/store" --count
 grep '"VOID"' "$work/in.jsonl" > "$work/void.jsonl" && mv "$work/void.jsonl" "$work/in.jsonl"
 out=$(run) || fail "second run: exit $?"
 [ "$out" = "in=150 passes=0 unchanged=150 rejects=0" ] || fail "second run: summary '$out'"
+# A store that fills up stops the run from the workers' and the durability
+# thread's side while the source reads: exit 3, every record accounted for.
+mkdir -p "$work/small" && mount -t tmpfs -o size=1m tmpfs "$work/small" || fail "cannot mount a small tmpfs"
+"$bin" sample --count 300 --seed 8 > "$work/in.jsonl" || fail "sample"
+out=$(cd "$src" && "$bin" run -X input.path="$work/in.jsonl" -X template.dir=config/templates \
+  -X sign.cert="$work/id/signer.pem" -X sign.key="$work/id/signer.key" -X sign.chain="$work/id/wwdr.pem" \
+  -X barcode.secret_file="$work/secret" -X store.dir="$work/small/store" -X registry.path="$work/full.db" \
+  -X output.ledger="$work/ledger2.zst" -X output.rejects="$work/rejects2.jsonl" \
+  -X engine.workers=4 -X engine.queue_size=4 -X engine.progress_ms=0 2>/dev/null)
+rc=$?
+[ "$rc" -eq 3 ] || fail "full store: exit $rc, expected 3 ('$out')"
+case "$out" in *failed=*) ;; *) fail "full store: summary '$out' has no failed=";; esac
 echo "1 passed, 0 failed"
