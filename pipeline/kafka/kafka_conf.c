@@ -1,14 +1,11 @@
 #include "kafka/kafka_conf.h"
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/crypto.h>
-
-#define MAX_SECRET_BYTES (64u << 10) /* a PEM key with its chain fits easily */
+#include "core/secret.h"
 
 int pm_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, pm_error *err)
 {
@@ -28,36 +25,6 @@ static bool secret_source(const char *key, const char *suffix, char *out, size_t
     memcpy(out, key, n - m);
     out[n - m] = '\0';
     return pm_config_kafka_secret(out);
-}
-
-/* The file's content without trailing newlines, into a malloc'd string. */
-static char *read_secret_file(const char *path, const char *key, pm_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        pm_error_set(err, PM_ERR_CONFIG, "kafka.%s: cannot open '%s': %s", key, path,
-                     strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(MAX_SECRET_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, MAX_SECRET_BYTES + 1, f) : 0;
-    bool bad = buf && ferror(f);
-    fclose(f);
-    if (!buf) {
-        pm_error_set(err, PM_ERR_NOMEM, "out of memory");
-        return NULL;
-    }
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    if (bad || n == 0 || n > MAX_SECRET_BYTES) {
-        pm_error_set(err, PM_ERR_CONFIG, "kafka.%s: '%s' %s", key, path,
-                     bad ? "cannot be read" : n == 0 ? "is empty"
-                                                     : "is larger than 64 KiB");
-        OPENSSL_clear_free(buf, MAX_SECRET_BYTES + 1);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
 }
 
 /*
@@ -83,11 +50,13 @@ static int set_user_prop(rd_kafka_conf_t *conf, const pm_kv *kv, pm_error *err)
         return pm_kafka_conf_set(conf, secret, v, err);
     }
     if (secret_source(kv->key, "_file", secret, sizeof secret)) {
-        char *v = read_secret_file(kv->value, kv->key, err);
+        char key[80];
+        snprintf(key, sizeof key, "kafka.%s", kv->key);
+        char *v = pm_secret_read_file(kv->value, key, err);
         if (!v)
             return -1;
         int rc = pm_kafka_conf_set(conf, secret, v, err);
-        OPENSSL_clear_free(v, strlen(v) + 1);
+        pm_secret_free(v);
         return rc;
     }
     return pm_kafka_conf_set(conf, kv->key, kv->value, err);

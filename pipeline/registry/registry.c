@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "core/buf.h"
+#include "core/secret.h"
 #include "core/rfc3339.h"
 
 /*
@@ -35,15 +36,18 @@ static int registry_password(const pm_config *cfg, char *out, size_t cap, pm_err
     }
     if (!cfg->registry_password_file[0])
         return 0;
-    FILE *f = fopen(cfg->registry_password_file, "r");
-    if (!f)
-        return pm_error_set(err, PM_ERR_CONFIG, "registry.password_file '%s': %s",
-                            cfg->registry_password_file, strerror(errno));
-    if (!fgets(out, (int)cap, f))
-        out[0] = '\0';
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
-    return 0;
+    char *secret = pm_secret_read_file(cfg->registry_password_file, "registry.password_file", err);
+    if (!secret)
+        return -1;
+    secret[strcspn(secret, "\r\n")] = '\0'; /* the first line */
+    int rc = 0;
+    if (strlen(secret) >= cap)
+        rc = pm_error_set(err, PM_ERR_CONFIG, "registry.password_file '%s': the password is too long",
+                          cfg->registry_password_file);
+    else
+        snprintf(out, cap, "%s", secret);
+    pm_secret_free(secret);
+    return rc;
 }
 
 int pm_registry_open(const pm_config *cfg, pm_registry **out, pm_error *err)
