@@ -343,13 +343,15 @@ static void case_new_schema(bool pg)
     backend_init(&b, pg, "newschema");
     pm_registry *r = open_ok(&b);
     cr_assert_eq(query_int(&b, "SELECT max(version) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
-    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), 1);
+    /* One version row per step taken. */
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
     cr_assert_eq(query_int(&b, "SELECT value FROM counters WHERE name = 'update_tag'"), 0);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM push_outbox"), 0);
     pm_registry_close(r);
-    /* Opening again keeps the schema: no second version row. */
+    /* Opening again keeps the schema: no further version row. */
     r = open_ok(&b);
     pm_registry_close(r);
-    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), 1);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
     backend_fini(&b);
 }
 
@@ -364,7 +366,28 @@ static void case_newer_schema_refused(bool pg)
     cr_assert(backend_open(&b, &r, &err) != 0, "a newer schema was accepted");
     cr_assert_null(r);
     cr_assert_eq(err.code, PM_ERR_CONFIG);
-    cr_assert(strstr(err.message, "schema version 99, newer than this passmill's 1"), "%s", err.message);
+    cr_assert(strstr(err.message, "schema version 99, newer than this passmill's 2"), "%s", err.message);
+    backend_fini(&b);
+}
+
+/* A version-1 registry (as the previous release made it) is migrated to the
+ * current version when opened, keeping its rows. */
+static void case_migrate_from_v1(bool pg)
+{
+    backend b;
+    backend_init(&b, pg, "migrate");
+    pm_registry_close(open_ok(&b));
+    /* Take the file back to version 1: what v1 had, plus one run row. */
+    exec_sql(&b, "DROP TABLE push_outbox");
+    exec_sql(&b, "DROP TABLE registrations");
+    exec_sql(&b, "DROP TABLE devices");
+    exec_sql(&b, "DELETE FROM schema_version WHERE version > 1");
+    exec_sql(&b, "INSERT INTO runs (run_id, command, started_at) VALUES ('old-run', 'run', 1)");
+    pm_registry_close(open_ok(&b));
+    cr_assert_eq(query_int(&b, "SELECT max(version) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM runs WHERE run_id = 'old-run'"), 1);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM registrations"), 0);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM devices"), 0);
     backend_fini(&b);
 }
 
@@ -738,6 +761,7 @@ static void case_runs(bool pg)
 
 BOTH(new_schema)
 BOTH(newer_schema_refused)
+BOTH(migrate_from_v1)
 BOTH(apply_and_query)
 BOTH(update_tags)
 BOTH(failed_apply)
@@ -789,7 +813,7 @@ Test(pg, concurrent_schema_creation)
         waitpid(kids[i], &status, 0);
         cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "open %d failed", i);
     }
-    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), 1);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
     cr_assert_eq(query_int(&b, "SELECT count(*) FROM counters"), 1);
     backend_fini(&b);
 }

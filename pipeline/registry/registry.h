@@ -38,7 +38,7 @@
 #include "engine/job.h"
 
 /* Bump with every schema change; registry_*.c migrate older versions. */
-#define PM_REGISTRY_SCHEMA_VERSION 1
+#define PM_REGISTRY_SCHEMA_VERSION 2
 
 typedef struct pm_registry pm_registry;
 typedef struct pm_registry_reader pm_registry_reader;

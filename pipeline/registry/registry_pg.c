@@ -95,6 +95,39 @@ static const char *const schema_v1[] = {
     NULL,
 };
 
+/*
+ * Version 2: the Apple Wallet web service and its pushes.  devices and
+ * registrations are what devices told `serve` (Apple's register /
+ * unregister endpoints); push_outbox holds one row per push still to send,
+ * written in the same transaction as the pass change that needs it, and
+ * deleted once APNs accepted it (or the device is gone).
+ */
+static const char *const schema_v2[] = {
+    "CREATE TABLE devices ("
+    " device_id TEXT PRIMARY KEY, push_token TEXT NOT NULL,"
+    " created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+    "CREATE TABLE registrations ("
+    " device_id TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,"
+    " pass_type_id TEXT NOT NULL,"
+    " serial TEXT NOT NULL REFERENCES passes (serial) ON DELETE CASCADE,"
+    " created_at BIGINT NOT NULL, PRIMARY KEY (device_id, pass_type_id, serial))",
+    "CREATE INDEX registrations_serial ON registrations (serial)",
+    "CREATE TABLE push_outbox ("
+    " id BIGSERIAL PRIMARY KEY, device_id TEXT NOT NULL, push_token TEXT NOT NULL,"
+    " pass_type_id TEXT NOT NULL, serial TEXT NOT NULL, update_tag BIGINT NOT NULL,"
+    " queued_at BIGINT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_attempt_at BIGINT NOT NULL,"
+    " state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'failed')),"
+    " last_status INTEGER, last_reason TEXT)",
+    "CREATE INDEX push_outbox_due ON push_outbox (state, next_attempt_at, id)",
+    NULL,
+};
+
+/* schema_steps[v] takes a registry from version v to v + 1. */
+static const char *const *const schema_steps[] = {schema_v1, schema_v2};
+_Static_assert(sizeof schema_steps / sizeof schema_steps[0] == PM_REGISTRY_SCHEMA_VERSION,
+               "one schema step per version");
+
 /* The writer's prepared statements: name, SQL. */
 static const char *const writer_statements[][2] = {
     {"upsert",
@@ -316,17 +349,18 @@ static int ensure_schema(PGconn *conn, pm_error *err)
                      "upgrade passmill", PQdb(conn), version, PM_REGISTRY_SCHEMA_VERSION);
         goto fail;
     }
-    if (version == 0) {
-        for (size_t i = 0; schema_v1[i]; i++)
-            if (pg_exec(conn, schema_v1[i], "create the schema", err) != 0)
+    /* Version 0 is a new database: every step from the first.  Each step and
+     * its version row are in this one transaction (PostgreSQL's DDL is
+     * transactional), under the advisory lock. */
+    for (int v = version; v < PM_REGISTRY_SCHEMA_VERSION; v++) {
+        for (size_t i = 0; schema_steps[v][i]; i++)
+            if (pg_exec(conn, schema_steps[v][i], "create the schema", err) != 0)
                 goto fail;
         char sql[96];
-        snprintf(sql, sizeof sql, "INSERT INTO schema_version (version) VALUES (%d)",
-                 PM_REGISTRY_SCHEMA_VERSION);
+        snprintf(sql, sizeof sql, "INSERT INTO schema_version (version) VALUES (%d)", v + 1);
         if (pg_exec(conn, sql, "create the schema", err) != 0)
             goto fail;
     }
-    /* Migrations from version N to N+1 go here, each in this transaction. */
     return pg_exec(conn, "COMMIT", "commit the schema", err);
 fail:
     rollback(conn);
