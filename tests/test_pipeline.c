@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -90,6 +91,36 @@ Test(pipeline, qr_images_decode_to_the_pass_barcode)
         "set -e; cd '%s'; for p in store/passes/*.pkpass; do s=$(basename $p .pkpass); "
         "  msg=$(unzip -p $p pass.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"barcodes\"][0][\"message\"], end=\"\")'); "
         "  got=$(zbarimg --raw -q -Sbinary store/qr/$s.png); test \"$got\" = \"$msg\"; done", work), 0);
+}
+
+/*
+ * The durability thread is woken when the durable list becomes non-empty or
+ * a batch is full, not once per pass: one worker, the registry on, so every
+ * pass goes through it.  Signalled per pass, the run made ~1.1 voluntary
+ * context switches per pass (the thread woke from its linger for each);
+ * now ~0.2 (a wake and a timeout per batch, the source's waits for jobs).
+ */
+Test(pipeline, durability_thread_is_not_woken_per_pass)
+{
+    enum { N = 600 };
+    cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 > '%s/in.jsonl'", pmt_passmill(), N, work),
+                 0);
+    /* Store and registry on tmpfs: on a disk, waits for I/O are voluntary
+     * switches too. */
+    char shm[] = "/dev/shm/pm-pipe-XXXXXX";
+    cr_assert_not_null(mkdtemp(shm));
+    int status;
+    char *out = pmt_sh_out(&status,
+                           "/usr/bin/time -f 'switches=%%w' '%s' run -c '%s/run.conf' "
+                           "-X engine.workers=1 -X store.dir='%s/store' "
+                           "-X registry.path='%s/registry.db' 2>&1 >/dev/null | grep '^switches='",
+                           pmt_passmill(), work, shm, shm);
+    pmt_rmrf(shm);
+    cr_assert_not_null(out);
+    cr_assert_eq(status, 0, "%s", out);
+    long switches = atol(out + strlen("switches="));
+    cr_assert_lt(switches, N / 2, "%ld voluntary context switches for %d passes", switches, N);
+    free(out);
 }
 
 Test(pipeline, fixed_clock_gives_byte_identical_output)
