@@ -283,8 +283,8 @@ static int png_encode(const QRcode *code, pm_buf *raw, pm_buf *out, pm_error *er
      * are one match of the row above) at a fraction of level 6's time.  A
      * 1 KB window reaches the row above (at most 186 bytes at version 40)
      * and memLevel 4 keeps the hash table 4 KB, so setting the stream up
-     * per image costs little (the default 32 KB window and 64 KB table were
-     * cleared on every reset).
+     * per image costs little (through libpng, zlib's default 32 KB window
+     * and 64 KB hash table were set up for every image).
      */
     z_stream zs;
     memset(&zs, 0, sizeof zs);
@@ -292,6 +292,7 @@ static int png_encode(const QRcode *code, pm_buf *raw, pm_buf *out, pm_error *er
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory creating the QR PNG deflater");
     size_t bound = deflateBound(&zs, (uLong)raw_len);
     size_t header = sizeof png_signature + (12 + 13) + 8; /* signature, IHDR, IDAT head */
+    pm_buf_reset(out);
     if (pm_buf_reserve(out, header + bound + 4 + 12) != 0) {
         deflateEnd(&zs);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory writing the QR PNG");
