@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <setjmp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +23,8 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
-#include <png.h>
 #include <qrencode.h>
+#include <zlib.h>
 
 #define QR_PIXELS_PER_MODULE 8
 #define QR_QUIET_MODULES 4
@@ -206,97 +205,157 @@ static int encode_message(const barcode_format *fmt, const char *encoding, const
 
 /* ---- QR PNG --------------------------------------------------------------- */
 
-/* libpng's I/O and error target; lives in the caller of the setjmp frame. */
-typedef struct png_sink {
-    pm_buf *out;
-    bool nomem;
-    char message[200];
-} png_sink;
+/*
+ * libqrencode 4.1.1 exports QRcode_encodeMask() (QRcode_encodeInput() is
+ * QRcode_encodeMask(input, -1)) but its header does not declare it.  With
+ * mask -1 it scores all 8 mask patterns, which was 90% of the encoder's
+ * instructions per pass; any of the 8 is a valid symbol (the format
+ * information names it and every decoder reads it), so one fixed pattern is
+ * used.  Declared here because the header lacks it; the signature is the
+ * one in libqrencode's qrencode.c.
+ */
+extern QRcode *QRcode_encodeMask(QRinput *input, int mask);
 
-static void png_on_error(png_structp png, png_const_charp msg)
+/*
+ * The PNG is written by hand, not through libpng: a 1-bit grayscale image
+ * of whole modules needs only the signature, IHDR, one IDAT (one deflate
+ * call over the filtered rows) and IEND, with zlib's crc32.  libpng's
+ * per-row calls and its own stream set-up cost as much as the QR encoding.
+ */
+static const uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+
+static void put_be32(uint8_t *p, uint32_t v)
 {
-    png_sink *sink = png_get_error_ptr(png);
-    snprintf(sink->message, sizeof sink->message, "%s", msg);
-    png_longjmp(png, 1);
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
 }
 
-static void png_on_warning(png_structp png, png_const_charp msg)
+/* Close a chunk whose length field starts at out->data[at]: length and CRC
+ * (over type and data) filled in, data_len bytes of data already written. */
+static void png_chunk_close(pm_buf *out, size_t at, size_t data_len)
 {
-    (void)png;
-    (void)msg; /* warnings do not change the image; stay quiet */
+    put_be32(out->data + at, (uint32_t)data_len);
+    uLong crc = crc32(0L, out->data + at + 4, (uInt)(data_len + 4));
+    put_be32(out->data + out->len, (uint32_t)crc);
+    out->len += 4;
 }
 
-static void png_on_write(png_structp png, png_bytep data, size_t len)
+/* The raw image: per row one filter byte (0: none; filters do not help a
+ * 1-bit image) and, with 8 pixels per module, one byte per module. */
+static void qr_rows(const QRcode *code, uint8_t *raw, size_t row_bytes)
 {
-    png_sink *sink = png_get_io_ptr(png);
-    if (pm_buf_append(sink->out, data, len) != 0) {
-        sink->nomem = true;
-        png_error(png, "out of memory");
+    uint8_t *p = raw;
+    size_t white_rows = QR_QUIET_MODULES * QR_PIXELS_PER_MODULE;
+    for (size_t r = 0; r < white_rows; r++, p += row_bytes) {
+        p[0] = 0;
+        memset(p + 1, 0xFF, row_bytes - 1); /* 1 = white */
     }
-}
-
-static void png_on_flush(png_structp png)
-{
-    (void)png;
-}
-
-/* Write the rows: with 8 pixels per module one 1-bit module is one byte. */
-static void png_write_modules(png_structp png, const QRcode *code, uint8_t *line,
-                              size_t line_bytes)
-{
-    memset(line, 0xFF, line_bytes); /* 1 = white */
-    for (int r = 0; r < QR_QUIET_MODULES * QR_PIXELS_PER_MODULE; r++)
-        png_write_row(png, line);
     for (int y = 0; y < code->width; y++) {
         const unsigned char *modules = code->data + (size_t)y * (size_t)code->width;
+        p[0] = 0;
+        memset(p + 1, 0xFF, QR_QUIET_MODULES);
         for (int x = 0; x < code->width; x++)
-            line[QR_QUIET_MODULES + x] = (modules[x] & 1) ? 0x00 : 0xFF;
-        for (int r = 0; r < QR_PIXELS_PER_MODULE; r++)
-            png_write_row(png, line);
+            p[1 + QR_QUIET_MODULES + x] = (modules[x] & 1) ? 0x00 : 0xFF;
+        memset(p + 1 + QR_QUIET_MODULES + code->width, 0xFF, QR_QUIET_MODULES);
+        for (int r = 1; r < QR_PIXELS_PER_MODULE; r++)
+            memcpy(p + (size_t)r * row_bytes, p, row_bytes);
+        p += (size_t)QR_PIXELS_PER_MODULE * row_bytes;
     }
-    memset(line, 0xFF, line_bytes);
-    for (int r = 0; r < QR_QUIET_MODULES * QR_PIXELS_PER_MODULE; r++)
-        png_write_row(png, line);
+    for (size_t r = 0; r < white_rows; r++, p += row_bytes) {
+        p[0] = 0;
+        memset(p + 1, 0xFF, row_bytes - 1);
+    }
 }
 
-static int png_encode(const QRcode *code, uint8_t *line, png_sink *sink, pm_error *err)
+static int png_encode(const QRcode *code, pm_buf *raw, pm_buf *out, pm_error *err)
 {
     size_t modules = (size_t)code->width + 2 * QR_QUIET_MODULES;
-    png_uint_32 pixels = (png_uint_32)(modules * QR_PIXELS_PER_MODULE);
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, sink, png_on_error,
-                                              png_on_warning);
-    if (!png)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory creating the QR PNG writer");
-    png_infop info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_write_struct(&png, NULL);
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory creating the QR PNG writer");
+    size_t pixels = modules * QR_PIXELS_PER_MODULE;
+    size_t row_bytes = 1 + modules;
+    size_t raw_len = row_bytes * pixels;
+    pm_buf_reset(raw);
+    if (pm_buf_reserve(raw, raw_len) != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory rendering the QR PNG");
+    qr_rows(code, raw->data, row_bytes);
+
+    /*
+     * Level 1 keeps the PNG small (~450 bytes: 7 of each module's 8 rows
+     * are one match of the row above) at a fraction of level 6's time.  A
+     * 1 KB window reaches the row above (at most 186 bytes at version 40)
+     * and memLevel 4 keeps the hash table 4 KB, so setting the stream up
+     * per image costs little (through libpng, zlib's default 32 KB window
+     * and 64 KB hash table were set up for every image).
+     */
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (deflateInit2(&zs, 1, Z_DEFLATED, 10, 4, Z_DEFAULT_STRATEGY) != Z_OK)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory creating the QR PNG deflater");
+    size_t bound = deflateBound(&zs, (uLong)raw_len);
+    size_t header = sizeof png_signature + (12 + 13) + 8; /* signature, IHDR, IDAT head */
+    pm_buf_reset(out);
+    if (pm_buf_reserve(out, header + bound + 4 + 12) != 0) {
+        deflateEnd(&zs);
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory writing the QR PNG");
     }
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        if (sink->nomem)
-            return pm_error_set(err, PM_ERR_NOMEM, "out of memory writing the QR PNG");
-        return pm_error_set(err, PM_ERR_INTERNAL, "libpng failed writing the QR PNG: %s",
-                            sink->message);
+    memcpy(out->data, png_signature, sizeof png_signature);
+    out->len = sizeof png_signature;
+
+    size_t at = out->len;
+    out->len += 4;
+    memcpy(out->data + out->len, "IHDR", 4);
+    uint8_t *ihdr = out->data + out->len + 4;
+    put_be32(ihdr, (uint32_t)pixels);
+    put_be32(ihdr + 4, (uint32_t)pixels);
+    ihdr[8] = 1;  /* bit depth */
+    ihdr[9] = 0;  /* colour type: grayscale */
+    ihdr[10] = 0; /* compression: deflate */
+    ihdr[11] = 0; /* filter method 0 */
+    ihdr[12] = 0; /* no interlace */
+    out->len += 4 + 13;
+    png_chunk_close(out, at, 13);
+
+    at = out->len;
+    memcpy(out->data + at + 4, "IDAT", 4);
+    out->len += 8;
+    zs.next_in = raw->data;
+    zs.avail_in = (uInt)raw_len;
+    zs.next_out = out->data + out->len;
+    zs.avail_out = (uInt)bound;
+    int zrc = deflate(&zs, Z_FINISH);
+    size_t idat_len = zs.total_out;
+    deflateEnd(&zs);
+    if (zrc != Z_STREAM_END) {
+        pm_buf_reset(out);
+        return pm_error_set(err, PM_ERR_INTERNAL, "zlib failed compressing the QR PNG (%d)",
+                            zrc);
     }
-    png_set_write_fn(png, sink, png_on_write, png_on_flush);
-    png_set_IHDR(png, info, pixels, pixels, 1, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    /* Filters do not help 1-bit images; skipping them is faster and smaller. */
-    png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
-    /* Level 1: the QR PNG stays tiny (measured ~450 bytes, ~270 at the
-     * default level 6) and deflate takes a fraction of the time; this runs
-     * once per pass. */
-    png_set_compression_level(png, 1);
-    png_write_info(png, info);
-    png_write_modules(png, code, line, modules);
-    png_write_end(png, info);
-    png_destroy_write_struct(&png, &info);
+    out->len += idat_len;
+    png_chunk_close(out, at, idat_len);
+
+    at = out->len;
+    memcpy(out->data + at + 4, "IEND", 4);
+    out->len += 8;
+    png_chunk_close(out, at, 0);
     return 0;
 }
 
-/* Render with a caller-provided (reused) row buffer. */
-static int qr_render(const uint8_t *msg, size_t len, pm_buf *row, pm_buf *out, pm_error *err)
+/* Encode msg in 8-bit mode at level M with the fixed mask. */
+static QRcode *qr_encode(const uint8_t *msg, size_t len)
+{
+    QRinput *input = QRinput_new2(0, QR_ECLEVEL_M);
+    if (!input)
+        return NULL;
+    QRcode *code = NULL;
+    if (QRinput_append(input, QR_MODE_8, (int)len, msg) == 0)
+        code = QRcode_encodeMask(input, PM_QR_MASK);
+    int saved = errno;
+    QRinput_free(input);
+    errno = saved;
+    return code;
+}
+
+/* Render with a caller-provided (reused) raw image buffer. */
+static int qr_render(const uint8_t *msg, size_t len, pm_buf *raw, pm_buf *out, pm_error *err)
 {
     static const char field[] = "barcode.message";
     pm_buf_reset(out);
@@ -306,7 +365,7 @@ static int qr_render(const uint8_t *msg, size_t len, pm_buf *row, pm_buf *out, p
         return pm_reject(err, "barcode.too_long", field,
                          "expected a message that fits a QR code, found %zu bytes", len);
     errno = 0;
-    QRcode *code = QRcode_encodeData((int)len, msg, 0, QR_ECLEVEL_M);
+    QRcode *code = qr_encode(msg, len);
     if (!code) {
         if (errno == ERANGE)
             return pm_reject(err, "barcode.too_long", field,
@@ -317,14 +376,7 @@ static int qr_render(const uint8_t *msg, size_t len, pm_buf *row, pm_buf *out, p
             return pm_error_set(err, PM_ERR_NOMEM, "out of memory encoding the QR code");
         return pm_error_set(err, PM_ERR_INTERNAL, "libqrencode failed: %s", strerror(errno));
     }
-    size_t line_bytes = (size_t)code->width + 2 * QR_QUIET_MODULES;
-    pm_buf_reset(row);
-    if (pm_buf_reserve(row, line_bytes) != 0) {
-        QRcode_free(code);
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory rendering the QR PNG");
-    }
-    png_sink sink = {.out = out, .nomem = false, .message = ""};
-    int rc = png_encode(code, row->data, &sink, err);
+    int rc = png_encode(code, raw, out, err);
     QRcode_free(code);
     if (rc != 0)
         pm_buf_reset(out);
@@ -391,7 +443,7 @@ typedef struct barcode_state {
 
 typedef struct barcode_scratch {
     EVP_MAC_CTX *hmac;    /* this worker's copy of state->keyed, or NULL */
-    pm_buf row;           /* one PNG row */
+    pm_buf row;           /* the QR PNG's raw (unfiltered) image */
     pm_buf latin1;        /* the message in ISO-8859-1 */
 } barcode_scratch;
 

@@ -30,8 +30,10 @@
  *       message bytes in the record's messageEncoding (Latin-1 bytes for
  *       iso-8859-1, UTF-8 bytes for utf-8), i.e. the same bytes Wallet puts
  *       in the pass's barcode.  8-bit mode, error correction M, smallest
- *       version that fits; 1-bit grayscale, 8 pixels per module, 4-module
- *       quiet zone; no time chunk, so equal messages give equal bytes.
+ *       version that fits, mask pattern PM_QR_MASK (fixed, not searched:
+ *       decoders read the mask from the symbol's format information);
+ *       1-bit grayscale, 8 pixels per module, 4-module quiet zone; only the
+ *       IHDR, IDAT and IEND chunks, so equal messages give equal bytes.
  *
  * Rejects (field is always "barcode.message" unless noted):
  *   barcode.empty     the message is empty.
@@ -71,6 +73,9 @@
 #define PM_BARCODE_CODE128_MAX 80
 #define PM_BARCODE_PDF417_MAX 1800
 #define PM_BARCODE_AZTEC_MAX 3000
+
+/* The QR mask pattern (0..7, ISO/IEC 18004 table 10) every QR PNG uses. */
+#define PM_QR_MASK 0
 
 /* The message value that asks for a derived barcode. */
 #define PM_BARCODE_AUTOGENERATE "autogenerate"

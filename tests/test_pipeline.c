@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -90,6 +91,42 @@ Test(pipeline, qr_images_decode_to_the_pass_barcode)
         "set -e; cd '%s'; for p in store/passes/*.pkpass; do s=$(basename $p .pkpass); "
         "  msg=$(unzip -p $p pass.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"barcodes\"][0][\"message\"], end=\"\")'); "
         "  got=$(zbarimg --raw -q -Sbinary store/qr/$s.png); test \"$got\" = \"$msg\"; done", work), 0);
+}
+
+/*
+ * The durability thread is woken when the durable list becomes non-empty or
+ * a batch is full, not once per pass: one worker, the registry on, so every
+ * pass goes through it.  Signalled per pass, the thread woke from its 10 ms
+ * linger for each: about two voluntary context switches per pass (1,140 to
+ * 1,221 for 600).  Now a few per batch, and a batch is at most one 10 ms window: the
+ * bound allows 3 per window of the run's wall time (a slow build, ASan or a
+ * loaded machine, makes more, smaller batches) plus N/2.
+ */
+Test(pipeline, durability_thread_is_not_woken_per_pass)
+{
+    enum { N = 600 };
+    cr_assert_eq(pmt_sh("'%s' sample --count %d --seed 11 > '%s/in.jsonl'", pmt_passmill(), N, work),
+                 0);
+    /* Store and registry on tmpfs: on a disk, waits for I/O are voluntary
+     * switches too. */
+    char shm[] = "/dev/shm/pm-pipe-XXXXXX";
+    cr_assert_not_null(mkdtemp(shm));
+    int status;
+    char *out = pmt_sh_out(&status,
+                           "/usr/bin/time -f 'switches=%%w wall=%%e' '%s' run -c '%s/run.conf' "
+                           "-X engine.workers=1 -X store.dir='%s/store' "
+                           "-X registry.path='%s/registry.db' 2>&1 >/dev/null | grep '^switches='",
+                           pmt_passmill(), work, shm, shm);
+    pmt_rmrf(shm);
+    cr_assert_not_null(out);
+    cr_assert_eq(status, 0, "%s", out);
+    long switches = -1;
+    double wall = -1;
+    cr_assert_eq(sscanf(out, "switches=%ld wall=%lf", &switches, &wall), 2, "%s", out);
+    long bound = N / 2 + (long)(wall * 100.0 * 3);
+    cr_assert_lt(switches, bound, "%ld voluntary context switches for %d passes in %.2f s",
+                 switches, N, wall);
+    free(out);
 }
 
 Test(pipeline, fixed_clock_gives_byte_identical_output)
