@@ -55,6 +55,7 @@
 #include <stdint.h>
 
 #include "stages/stage.h"
+#include "wallet/template.h"
 
 /*
  * Symbology capacities, in message bytes (after encoding).  Conservative
@@ -91,6 +92,23 @@
  */
 int pm_barcode_autogenerate(const uint8_t *key, size_t key_len, const char *serial,
                             char out[25], pm_error *err);
+
+/*
+ * A template's autogenerate_barcode_value_type / _length (template.json,
+ * Skycore autogenerate-barcode-value-*) replace the 24-character default:
+ * `length` characters of the type's alphabet (pm_barcode_alphabet), drawn
+ * from HMAC-SHA-256(key, serial || 0x00 || be32(block)) for block 0, 1, ...
+ * by rejection sampling (a byte b counts only below 256 - 256 % n, then
+ * gives alphabet[b % n]), so every character is equally likely and the same
+ * key, serial, type and length give the same value on every re-issue.
+ * out holds length + 1 bytes.  key_len 0 is PM_ERR_CONFIG.
+ */
+int pm_barcode_autogenerate_typed(const uint8_t *key, size_t key_len, const char *serial,
+                                  pm_autogen_type type, unsigned length, char *out,
+                                  pm_error *err);
+/* "0123456789" (Numeric), A-Z a-z (Alphabet), A-Z a-z 0-9 (Alphanumeric);
+ * NULL for PM_AUTOGEN_DEFAULT. */
+const char *pm_barcode_alphabet(pm_autogen_type type);
 
 /*
  * Render msg[0..len) as a QR code PNG into out (reset first; capacity kept),

@@ -61,6 +61,9 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
     int found = pm_registry_lookup(scratch, job->serial, false, &prior, &job->err);
     if (found < 0)
         return -1;
+    /* Times "after issue" (a template's auto expiry) count from the first
+     * issue, so a reissue or an update never moves them. */
+    job->issued_at = found ? prior.created_at : job->now;
     if (!found)
         return pm_registry_new_token(job->auth_token, &job->err);
     memcpy(job->auth_token, prior.auth_token, sizeof job->auth_token);

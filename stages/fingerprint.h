@@ -15,11 +15,16 @@
  *                      the chain here (no render, no sign, no store write)
  *                      and reports the record `unchanged`;
  *   job->prior_sha256  the stored .pkpass sha256 when unchanged.
+ *   job->issued_at     the pass's first issue: the registry's created_at for
+ *                      a known serial, job->now for a new one (what a
+ *                      template's auto expiry counts from, so an UPDATE or
+ *                      a reissue never moves it).
  * Rejects `serial.exists` (field serial_number) when an ISSUE names a serial
  * the registry holds with different content: like Skycore's generatepass, an
  * ISSUE never replaces a pass (UPDATE does).
  *
- * Without a registry (ctx->registry NULL) the stage does nothing.
+ * Without a registry (ctx->registry NULL) the stage does nothing
+ * (issued_at stays 0: manifest uses job->now).
  * Per-serial order is the engine's job: two requests for one serial never
  * run this stage at the same time, and the later one runs after the
  * earlier one's registry transaction committed.

@@ -364,6 +364,12 @@ static int add_pass_keys(render_ctx *rc, json_t *pass, json_t *barcodes, int64_t
     if (json_array_size(beacons) > 0 &&
         json_object_set_new(pass, "beacons", beacons_json(beacons)) != 0)
         return -1;
+    /* The record's sharing_prohibited overrides the template's sharingProhibited. */
+    json_t *sharing = json_object_get(rec, "sharing_prohibited");
+    if (json_is_true(sharing) && json_object_set_new(pass, "sharingProhibited", json_true()) != 0)
+        return -1;
+    if (json_is_false(sharing))
+        json_object_del(pass, "sharingProhibited");
     return add_back_fields(rc, pass, status_word(action));
 }
 
@@ -509,15 +515,49 @@ static int sha1_hex(manifest_scratch *sc, const pm_buf *data, char hex[41], pm_e
     return 0;
 }
 
+/*
+ * The record as rendered: job->record itself, or, when the template sets an
+ * expiry and the record has none of its own (the record wins), a shallow
+ * copy with the template's expiration_date.  The registry keeps the record
+ * without it, so a changed template setting applies on reissue; the base
+ * is the pass's first issue (job->issued_at), so a reissue keeps the date.
+ */
+static int with_template_expiry(pm_job *job, json_t **out)
+{
+    json_t *own = json_object_get(job->record, "expiration_date");
+    char text[40];
+    int has = 0;
+    if (job->tmpl && (!own || json_is_null(own)))
+        has = pm_template_expiry_at(&job->tmpl->expiry, job->issued_at ? job->issued_at : job->now,
+                                    text, &job->err);
+    if (has < 0)
+        return -1;
+    if (has == 0) {
+        *out = json_incref(job->record);
+        return 0;
+    }
+    json_t *copy = json_copy(job->record);
+    if (!copy || json_object_set_new(copy, "expiration_date", json_string(text)) != 0) {
+        json_decref(copy);
+        return pm_error_set(&job->err, PM_ERR_NOMEM, "manifest: out of memory");
+    }
+    *out = copy;
+    return 0;
+}
+
 static int manifest_process(void *state, void *scratch, pm_job *job)
 {
     (void)state;
     manifest_scratch *sc = scratch;
     if (!sc)
         return pm_error_set(&job->err, PM_ERR_INTERNAL, "manifest: no worker scratch");
-    json_t *pass = NULL;
-    if (pm_pass_render(job->tmpl, job->record, job->barcodes, job->now, &sc->str, &pass,
-                       &job->err) != 0)
+    json_t *pass = NULL, *record = NULL;
+    if (with_template_expiry(job, &record) != 0)
+        return -1;
+    int rendered = pm_pass_render(job->tmpl, record, job->barcodes, job->now, &sc->str, &pass,
+                                  &job->err);
+    json_decref(record);
+    if (rendered != 0)
         return -1;
     /* Never sign what `passmill verify` refuses (an empty date from the record, say). */
     if (pm_verify_pass_json(pass, &sc->report) != 0) {

@@ -11,12 +11,17 @@
  *   serialNumber    record serial_number
  *   barcodes, barcode   the keys of job->barcodes, as they are
  *   relevantDate    record relevant_date, else event.start
- *   expirationDate  record expiration_date; for action EXPIRE the pass's
+ *   expirationDate  record expiration_date, else the template's expiry
+ *                   (template.json, pm_template_expiry_at from the pass's
+ *                   first issue job->issued_at, or job->now when 0); for
+ *                   action EXPIRE the pass's
  *                   clock job->now as RFC 3339 UTC ("2027-06-12T18:00:00Z")
  *   voided          true for actions VOID and REDEEM
  *   locations       [{latitude, longitude, altitude?, relevantText?}] when
  *                   the record has any
  *   beacons         [{proximityUUID, major?, minor?, relevantText?}] likewise
+ *   sharingProhibited  true when the record's sharing_prohibited is true;
+ *                   false removes the template's key, null keeps it
  * Bindings:
  *   "${path}" names a record leaf (event.name, attendee.seat, ...) and
  *   "${custom.KEY}" the value of the custom field KEY.  Strings get the

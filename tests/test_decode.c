@@ -37,8 +37,8 @@ static const char *MINIMAL_NORMALIZED =
     "\"face_value\":null},"
     "\"barcode\":{\"format\":\"QRCODE\",\"message\":\"m\",\"alt_text\":null,"
     "\"encoding\":\"iso-8859-1\"},"
-    "\"locations\":[],\"beacons\":[],\"relevant_date\":null,\"expiration_date\":null,"
-    "\"custom_fields\":[],\"metadata\":{}}";
+    "\"locations\":[],\"beacons\":[],\"sharing_prohibited\":null,\"relevant_date\":null,"
+    "\"expiration_date\":null,\"custom_fields\":[],\"metadata\":{}}";
 
 static pm_config *cfg;
 static pm_context ctx;
@@ -202,8 +202,8 @@ Test(decode, key_order_follows_schema_not_input)
     const char *key;
     json_t *v;
     const char *want[] = {"serial_number", "action", "template_id", "pass_group_ids", "event",
-                          "attendee", "barcode", "locations", "beacons", "relevant_date",
-                          "expiration_date", "custom_fields", "metadata"};
+                          "attendee", "barcode", "locations", "beacons", "sharing_prohibited",
+                          "relevant_date", "expiration_date", "custom_fields", "metadata"};
     size_t i = 0;
     json_object_foreach(job.record, key, v) {
         cr_assert_lt(i, sizeof want / sizeof want[0]);
@@ -1339,4 +1339,64 @@ Test(resolve, garbage_through_a_resolved_writer_never_crashes)
         pm_schema_writer_decode(w, buf, n, &used, NULL, &err);
     }
     pm_schema_writer_destroy(w);
+}
+
+/* sharing_prohibited: optional boolean, null by default; records of the schema before it still decode. */
+Test(decode, sharing_prohibited_is_an_optional_boolean)
+{
+    pm_job job;
+    char text[1024];
+    size_t n = strlen(MINIMAL);
+    snprintf(text, sizeof text, "%.*s,\"sharing_prohibited\":true}", (int)(n - 1), MINIMAL);
+    cr_assert_eq(run_json(&job, text), 0, "%s", job.err.message);
+    cr_assert(json_is_true(json_object_get(job.record, "sharing_prohibited")));
+    pm_job_free(&job);
+    snprintf(text, sizeof text, "%.*s,\"sharing_prohibited\":\"oneUserOneDevice\"}", (int)(n - 1),
+             MINIMAL);
+    cr_assert_eq(run_json(&job, text), -1);
+    cr_assert_str_eq(job.err.field, "sharing_prohibited", "%s", job.err.message);
+    pm_job_free(&job);
+    /* without it (every record valid before): null */
+    cr_assert_eq(run_json(&job, MINIMAL), 0, "%s", job.err.message);
+    cr_assert(json_is_null(json_object_get(job.record, "sharing_prohibited")));
+    pm_job_free(&job);
+}
+
+Test(decode, avro_written_before_sharing_prohibited_is_resolved)
+{
+    /* The schema as it was: the compiled one without the field. */
+    json_t *def = json_loads(pm_schema_pass_request_json, 0, NULL);
+    json_t *fields = json_object_get(def, "fields"), *f;
+    size_t i, at = (size_t)-1;
+    json_array_foreach(fields, i, f)
+        if (strcmp(json_string_value(json_object_get(f, "name")), "sharing_prohibited") == 0)
+            at = i;
+    cr_assert_neq(at, (size_t)-1);
+    json_array_remove(fields, at);
+    char *old = json_dumps(def, JSON_COMPACT);
+    json_decref(def);
+    /* MINIMAL under the old schema: every field from beacons on is an empty
+     * array, map or null, one 0x00 byte each; the old datum is one 0x00 shorter. */
+    json_t *in = parse(MINIMAL);
+    size_t len;
+    unsigned char *bin = to_avro(in, &len);
+    cr_assert_eq(bin[len - 1], 0);
+    pm_schema_writer *w;
+    pm_error err;
+    cr_assert_eq(pm_schema_writer_create(old, strlen(old), NULL, &w, &err), 0, "%s", err.message);
+    size_t used = 0;
+    json_t *out = NULL;
+    cr_assert_eq(pm_schema_writer_decode(w, bin, len - 1, &used, &out, &err), 0, "%s",
+                 err.message);
+    cr_assert_eq(used, len - 1);
+    char *got = dump(out);
+    cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+    free(got);
+    json_decref(out);
+    pm_schema_writer_destroy(w);
+    /* the same bytes read as the current schema lack a field: not a valid datum */
+    cr_assert_neq(pm_schema_writer_decode(NULL, bin, len - 1, &used, &out, &err), 0);
+    free(bin);
+    free(old);
+    json_decref(in);
 }

@@ -817,3 +817,124 @@ Test(manifest, bundle_template_without_static_files)
     free(names);
     pm_job_free(&job);
 }
+
+/* ---- the template's expiry and the record's sharing_prohibited ------------- */
+
+static const char *expiration_of(pm_job *job, char *out, size_t outlen)
+{
+    json_t *pass = pass_of(job);
+    const char *s = json_string_value(json_object_get(pass, "expirationDate"));
+    snprintf(out, outlen, "%s", s ? s : "(none)");
+    json_decref(pass);
+    return out;
+}
+
+Test(manifest, template_expiry_fixed)
+{
+    pm_template t = *tmpl; /* shallow: the same files, other settings; never destroyed */
+    t.expiry.kind = PM_EXPIRY_FIXED;
+    snprintf(t.expiry.fixed_text, sizeof t.expiry.fixed_text, "2027-06-13T03:00:00+01:00");
+    pm_job job;
+    char got[64];
+    job_fill(&job, NULL, NOW);
+    job.tmpl = &t;
+    run_manifest(&job);
+    cr_assert_str_eq(expiration_of(&job, got, sizeof got), "2027-06-13T03:00:00+01:00");
+    /* the registry's copy of the record is not changed by the template's date */
+    cr_assert(json_is_null(json_object_get(job.record, "expiration_date")));
+    pm_job_free(&job);
+
+    /* the record's own expiration_date wins over the template's */
+    job_fill(&job, NULL, NOW);
+    job.tmpl = &t;
+    json_object_set_new(job.record, "expiration_date", json_string("2027-06-12T23:30:00+01:00"));
+    run_manifest(&job);
+    cr_assert_str_eq(expiration_of(&job, got, sizeof got), "2027-06-12T23:30:00+01:00");
+    pm_job_free(&job);
+
+    /* without a setting: no expirationDate at all */
+    job_fill(&job, NULL, NOW);
+    run_manifest(&job);
+    cr_assert_str_eq(expiration_of(&job, got, sizeof got), "(none)");
+    pm_job_free(&job);
+}
+
+Test(manifest, template_auto_expiry_counts_from_the_first_issue)
+{
+    pm_template t = *tmpl;
+    t.expiry.kind = PM_EXPIRY_AUTO;
+    t.expiry.after_days = 45;
+    t.expiry.round_midnight = true;
+    snprintf(t.expiry.zone, sizeof t.expiry.zone, "Europe/London");
+    pm_job job;
+    char first[64], again[64];
+    /* first issue (fingerprint: issued_at = now; without a registry it stays 0 = now) */
+    job_fill(&job, NULL, NOW);
+    job.tmpl = &t;
+    run_manifest(&job);
+    /* 2027-05-01T13:00 BST + 45 days = 2027-06-15T13:00 BST -> midnight starting the 16th */
+    cr_assert_str_eq(expiration_of(&job, first, sizeof first), "2027-06-16T00:00:00+01:00");
+    pm_job_free(&job);
+
+    /* a reissue ten days later: the registry's created_at is the base, not the clock */
+    job_fill(&job, "UPDATE", NOW + 10 * 86400);
+    job.tmpl = &t;
+    job.issued_at = NOW;
+    run_manifest(&job);
+    cr_assert_str_eq(expiration_of(&job, again, sizeof again), first);
+    pm_job_free(&job);
+
+    /* a genuinely new pass issued ten days later expires ten days later */
+    job_fill(&job, NULL, NOW + 10 * 86400);
+    job.tmpl = &t;
+    job.issued_at = NOW + 10 * 86400;
+    run_manifest(&job);
+    cr_assert_str_eq(expiration_of(&job, again, sizeof again), "2027-06-26T00:00:00+01:00");
+    pm_job_free(&job);
+}
+
+static void prohibits_sharing(json_t *root)
+{
+    json_object_set_new(root, "sharingProhibited", json_true());
+}
+
+Test(manifest, sharing_prohibited_per_record)
+{
+    pm_job job;
+    job_fill(&job, NULL, NOW);
+    json_object_set_new(job.record, "sharing_prohibited", json_true());
+    run_manifest(&job);
+    json_t *pass = pass_of(&job);
+    cr_assert(json_is_true(json_object_get(pass, "sharingProhibited")));
+    json_decref(pass);
+    pm_job_free(&job);
+
+    /* null (and absent): the template decides; the example allows sharing */
+    job_fill(&job, NULL, NOW);
+    json_object_set_new(job.record, "sharing_prohibited", json_null());
+    run_manifest(&job);
+    pass = pass_of(&job);
+    cr_assert_null(json_object_get(pass, "sharingProhibited"));
+    json_decref(pass);
+    pm_job_free(&job);
+
+    /* a template that prohibits sharing: kept for null, lifted by false */
+    pm_template *t = edited_template("noshare", prohibits_sharing);
+    job_fill(&job, NULL, NOW);
+    job.tmpl = t;
+    json_object_set_new(job.record, "sharing_prohibited", json_null());
+    run_manifest(&job);
+    pass = pass_of(&job);
+    cr_assert(json_is_true(json_object_get(pass, "sharingProhibited")));
+    json_decref(pass);
+    pm_job_free(&job);
+    job_fill(&job, NULL, NOW);
+    job.tmpl = t;
+    json_object_set_new(job.record, "sharing_prohibited", json_false());
+    run_manifest(&job);
+    pass = pass_of(&job);
+    cr_assert_null(json_object_get(pass, "sharingProhibited"));
+    json_decref(pass);
+    pm_job_free(&job);
+    pm_template_destroy(t);
+}

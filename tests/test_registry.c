@@ -527,6 +527,10 @@ static void case_update_tags(bool pg)
     cr_assert_eq(p1.update_tag, 3, "tag of S1 after the second batch: %lld", (long long)p1.update_tag);
     cr_assert_eq(p2.update_tag, 4);
     cr_assert_str_eq(p1.auth_token, token, "an update changed the authenticationToken");
+    /* what "after issue" counts from (a template's auto expiry, fingerprint.c) */
+    cr_assert_eq(p1.created_at, 1700000000, "lookup's created_at is not the first issue: %lld",
+                 (long long)p1.created_at);
+    cr_assert_eq(p2.created_at, 1700000000);
     cr_assert_str_eq(p1.status, "redeemed");
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(p1.record, "event"), "name")), "Uno");
     json_decref(p1.record);
@@ -1032,4 +1036,34 @@ Test(pg, two_runs_share_registry, .timeout = 600)
     pmt_rmrf(work);
     free(work);
     backend_fini(&b);
+}
+
+/* A record decoded before sharing_prohibited existed, and the same record
+ * decoded now (the field null), make the same pass: same hash, same text. */
+Test(content_hash, a_null_field_added_later_keeps_the_old_hash)
+{
+    static const uint8_t signer[32] = {1};
+    const char *before = "{\"action\":\"ISSUE\",\"serial_number\":\"S1\",\"template_id\":\"t\"}";
+    json_t *old = json_loads(before, 0, NULL), *now = json_deep_copy(old);
+    cr_assert_not_null(old);
+    json_object_set_new(now, "sharing_prohibited", json_null());
+    pm_buf c1, c2;
+    pm_buf_init(&c1);
+    pm_buf_init(&c2);
+    char h1[65], h2[65];
+    pm_error err;
+    cr_assert_eq(pm_registry_content_hash(old, "active", "v1", signer, &c1, h1, &err), 0);
+    cr_assert_eq(pm_registry_content_hash(now, "active", "v1", signer, &c2, h2, &err), 0);
+    cr_assert_str_eq(h1, h2);
+    cr_assert_str_eq(pm_buf_cstr(&c2), before);
+    cr_assert(json_is_null(json_object_get(now, "sharing_prohibited")), "the record was changed");
+    /* set, it is content */
+    json_object_set_new(now, "sharing_prohibited", json_true());
+    cr_assert_eq(pm_registry_content_hash(now, "active", "v1", signer, &c2, h2, &err), 0);
+    cr_assert_str_neq(h1, h2);
+    cr_assert(strstr(pm_buf_cstr(&c2), "\"sharing_prohibited\":true"), "%s", pm_buf_cstr(&c2));
+    pm_buf_free(&c1);
+    pm_buf_free(&c2);
+    json_decref(old);
+    json_decref(now);
 }

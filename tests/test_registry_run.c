@@ -436,3 +436,44 @@ Test(registry_run, disk_full_under_the_rejects_stops_the_run)
 {
     full_disk_case("rejects");
 }
+
+/* A template's auto expiry counts from the first issue (the registry's
+ * created_at): an UPDATE ten days later keeps the pass's expirationDate, a
+ * pass first issued then gets a later one. */
+Test(registry_run, auto_expiry_is_kept_by_an_update)
+{
+    cr_assert_eq(pmt_sh("mkdir \"$W/templates\" && cp -r '%s/config/templates/stadium' \"$W/templates/\" && "
+                        "printf '{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 45,"
+                        " \"auto_expire_timezone\": \"America/New_York\", \"auto_expire_roundoff_midnight\": true}'"
+                        " > \"$W/templates/stadium/template.json\"", PM_SOURCE_DIR), 0);
+    cr_assert_eq(pmt_sh("'%s' sample --count 3 --seed 4 | python3 -c 'import json,sys\n"
+                        "for l in sys.stdin:\n r=json.loads(l); r[\"expiration_date\"]=None; r[\"template_id\"]=\"stadium\"\n"
+                        " print(json.dumps(r))' > \"$W/all.jsonl\" && head -2 \"$W/all.jsonl\" > \"$W/in.jsonl\"",
+                        pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, "-X \"template.dir=$W/templates\" --now 2027-03-01T17:00:00Z"), 0, "%s",
+                 summary);
+    cr_assert_str_eq(summary, "in=2 passes=2 unchanged=0 rejects=0");
+    free(summary);
+    /* ten days later: an UPDATE of the first, the third issued for the first time */
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json\n"
+                        "r=[json.loads(l) for l in open(\"all.jsonl\")]\n"
+                        "out=[{\"serial_number\":r[0][\"serial_number\"],\"action\":\"UPDATE\",\"attendee\":{\"seat\":\"42\"}}, r[2]]\n"
+                        "open(\"in.jsonl\",\"w\").write(\"\".join(json.dumps(x)+\"\\n\" for x in out))'"), 0);
+    cr_assert_eq(run(&summary, "-X \"template.dir=$W/templates\" --now 2027-03-11T17:00:00Z"), 0, "%s",
+                 summary);
+    cr_assert_str_eq(summary, "in=2 passes=2 unchanged=0 rejects=0");
+    free(summary);
+    int status;
+    char *out = pmt_sh_out(&status, "cd \"$W\" && python3 -c 'import json,zipfile\n"
+                           "r=[json.loads(l) for l in open(\"all.jsonl\")]\n"
+                           "for x in r:\n"
+                           " p=json.loads(zipfile.ZipFile(\"store/passes/\"+x[\"serial_number\"]+\".pkpass\").read(\"pass.json\"))\n"
+                           " print(p[\"expirationDate\"], [f[\"value\"] for f in p[\"eventTicket\"][\"auxiliaryFields\"] if f[\"key\"]==\"seat\"][0] if x is r[0] else \"\")'");
+    cr_assert_eq(status, 0, "%s", out);
+    /* 2027-03-01 12:00 EST + 45 days = 2027-04-15 12:00 EDT -> midnight starting the 16th;
+     * issued 2027-03-11 12:00 EST (before the change) + 45 days -> 2027-04-26 */
+    cr_assert_str_eq(out, "2027-04-16T00:00:00-04:00 42\n2027-04-16T00:00:00-04:00 \n"
+                          "2027-04-26T00:00:00-04:00 \n", "%s", out);
+    free(out);
+}

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/rfc3339.h"
 #include "record/schema.h"
 #include "wallet/template.h"
 #include "test_util.h"
@@ -555,4 +556,199 @@ Test(template, reserved_file_names)
     expect_fail("manifest.json: reserved name", NULL);
     cr_assert_eq(pmt_sh("rm '%s/manifest.json' && echo x > '%s/signature'", copy, copy), 0);
     expect_fail("signature: reserved name", NULL);
+}
+
+/* ---- template.json: expiry and barcode settings ---------------------------- */
+
+static void write_settings(const char *json)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/" PM_TEMPLATE_SETTINGS, copy);
+    cr_assert_eq(pmt_write_file(path, json, strlen(json)), 0);
+}
+
+/* The template's expirationDate for a pass first issued at issued (RFC 3339). */
+static void expect_expiry(const pm_template *t, const char *issued, const char *want)
+{
+    int64_t at;
+    cr_assert_eq(pm_rfc3339_parse(issued, &at), 0);
+    char out[40];
+    pm_error err;
+    pm_error_clear(&err);
+    cr_assert_eq(pm_template_expiry_at(&t->expiry, at, out, &err), 1, "%s", err.message);
+    cr_assert_str_eq(out, want, "issued %s: got %s, want %s", issued, out, want);
+}
+
+Test(template, no_settings_no_expiry)
+{
+    pm_template *t = load_ok(copy);
+    char out[40];
+    pm_error err;
+    cr_assert_eq(t->expiry.kind, PM_EXPIRY_NONE);
+    cr_assert_eq(pm_template_expiry_at(&t->expiry, 1800000000, out, &err), 0);
+    cr_assert_eq(t->autogen.type, PM_AUTOGEN_DEFAULT);
+    pm_template_destroy(t);
+}
+
+Test(template, fixed_expiry)
+{
+    pm_template *before = load_ok(copy);
+    write_settings("{\"expiration_setting\": \"default\", "
+                   "\"expiry_date\": \"2027-06-13T03:00:00+01:00\"}");
+    pm_template *t = load_ok(copy);
+    cr_assert_eq(t->expiry.kind, PM_EXPIRY_FIXED);
+    expect_expiry(t, "2027-01-01T00:00:00Z", "2027-06-13T03:00:00+01:00");
+    expect_expiry(t, "2027-05-01T10:00:00Z", "2027-06-13T03:00:00+01:00");
+    /* part of the version, never a file of the pass */
+    cr_assert_str_neq(t->version, before->version);
+    for (size_t i = 0; i < t->files_len; i++)
+        cr_assert_str_neq(t->files[i].name, PM_TEMPLATE_SETTINGS);
+    cr_assert_eq(t->files_len, before->files_len);
+    pm_template_destroy(before);
+    pm_template_destroy(t);
+    /* Skycore: an expiry date alone is the "default" setting */
+    write_settings("{\"expiry_date\": \"2027-06-13T03:00:00Z\"}");
+    t = load_ok(copy);
+    expect_expiry(t, "2027-01-01T00:00:00Z", "2027-06-13T03:00:00Z");
+    pm_template_destroy(t);
+}
+
+Test(template, auto_expiry_days)
+{
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 3}");
+    pm_template *t = load_ok(copy);
+    cr_assert_eq(t->expiry.kind, PM_EXPIRY_AUTO);
+    expect_expiry(t, "2027-06-10T12:34:56Z", "2027-06-13T12:34:56Z");
+    expect_expiry(t, "2027-12-30T23:00:00+01:00", "2028-01-02T22:00:00Z");
+    pm_template_destroy(t);
+}
+
+Test(template, auto_expiry_hours)
+{
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_hours\": 5}");
+    pm_template *t = load_ok(copy);
+    expect_expiry(t, "2027-06-10T21:00:00Z", "2027-06-11T02:00:00Z");
+    pm_template_destroy(t);
+    /* in a zone: the same instant, written at the zone's offset */
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_hours\": 5, "
+                   "\"auto_expire_timezone\": \"Europe/London\"}");
+    t = load_ok(copy);
+    expect_expiry(t, "2027-06-10T12:00:00Z", "2027-06-10T18:00:00+01:00");
+    expect_expiry(t, "2027-01-10T12:00:00Z", "2027-01-10T17:00:00+00:00");
+    pm_template_destroy(t);
+}
+
+/* America/New_York: EST -05:00 until 2027-03-14 02:00, EDT -04:00 until 2027-11-07 02:00. */
+Test(template, auto_expiry_midnight_across_dst)
+{
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 1, "
+                   "\"auto_expire_timezone\": \"America/New_York\", "
+                   "\"auto_expire_roundoff_midnight\": true}");
+    pm_template *t = load_ok(copy);
+    /* Sat 15:00 EST + 1 day = Sun 15:00 EDT (23 h later) -> Mon 00:00 EDT, 04:00 UTC */
+    expect_expiry(t, "2027-03-13T15:00:00-05:00", "2027-03-15T00:00:00-04:00");
+    /* already midnight: kept (Sat 00:00 EST + 1 day = Sun 00:00 EST, before the change) */
+    expect_expiry(t, "2027-03-13T00:00:00-05:00", "2027-03-14T00:00:00-05:00");
+    /* autumn: Sat 12:00 EDT + 1 day = Sun 12:00 EST (25 h later) -> Mon 00:00 EST */
+    expect_expiry(t, "2027-11-06T12:00:00-04:00", "2027-11-08T00:00:00-05:00");
+    pm_template_destroy(t);
+    /* hours are elapsed: Sat 20:00 EST + 8 h = Sun 05:00 EDT -> Mon 00:00 EDT */
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_hours\": 8, "
+                   "\"auto_expire_timezone\": \"America/New_York\", "
+                   "\"auto_expire_roundoff_midnight\": true}");
+    t = load_ok(copy);
+    expect_expiry(t, "2027-03-13T20:00:00-05:00", "2027-03-15T00:00:00-04:00");
+    /* Sat 10:00 EST + 8 h = 18:00 EST -> Sun 00:00 EST */
+    expect_expiry(t, "2027-03-13T10:00:00-05:00", "2027-03-14T00:00:00-05:00");
+    pm_template_destroy(t);
+    /* no rounding: calendar days keep the wall time across the change */
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 1, "
+                   "\"auto_expire_timezone\": \"America/New_York\"}");
+    t = load_ok(copy);
+    expect_expiry(t, "2027-03-13T12:00:00-05:00", "2027-03-14T12:00:00-04:00");
+    pm_template_destroy(t);
+}
+
+Test(template, expiry_settings_errors)
+{
+    write_settings("{\"expiration_setting\": \"fixed\"}");
+    expect_fail(PM_TEMPLATE_SETTINGS, "\"expiration_setting\" must be \"default\"");
+    write_settings("{\"expiration_setting\": \"default\"}");
+    expect_fail("\"expiry_date\" must be an RFC 3339", NULL);
+    write_settings("{\"expiry_date\": \"06/13/2027 3:00 AM\"}");
+    expect_fail("\"expiry_date\" must be an RFC 3339", NULL);
+    write_settings("{\"expiration_setting\": \"auto\"}");
+    expect_fail("needs auto_expire_number_days or auto_expire_number_hours", NULL);
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": -1}");
+    expect_fail("\"auto_expire_number_days\" must be an integer 0..3650", NULL);
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_hours\": \"5\"}");
+    expect_fail("\"auto_expire_number_hours\" must be an integer", NULL);
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 1, "
+                   "\"auto_expire_timezone\": \"Mars/Olympus_Mons\"}");
+    expect_fail("\"auto_expire_timezone\" must be an IANA time zone", "Mars/Olympus_Mons");
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 1, "
+                   "\"auto_expire_roundoff_midnight\": true}");
+    expect_fail("needs \"auto_expire_timezone\"", NULL);
+    write_settings("{\"expiration_setting\": \"auto\", \"auto_expire_number_days\": 1, "
+                   "\"expiry_date\": \"2027-06-13T03:00:00Z\"}");
+    expect_fail("\"expiry_date\" is for \"expiration_setting\": \"default\"", NULL);
+    write_settings("{\"auto_expire_number_days\": 1}");
+    expect_fail("need \"expiration_setting\": \"auto\"", NULL);
+    write_settings("{\"expiration_settings\": \"auto\"}");
+    expect_fail("unknown setting 'expiration_settings'", NULL);
+    write_settings("[1]");
+    expect_fail("must be a JSON object", NULL);
+}
+
+static void expiry_in_skeleton(json_t *root)
+{
+    json_object_set_new(root, "expirationDate", json_string("2027-06-13T03:00:00Z"));
+}
+
+Test(template, expiry_in_pass_json_points_to_the_setting)
+{
+    edit_pass_json(expiry_in_skeleton);
+    expect_fail("'expirationDate' is set per pass", "expiration_setting");
+}
+
+Test(template, autogen_settings)
+{
+    write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
+                   "\"autogenerate_barcode_value_length\": 12}");
+    pm_template *t = load_ok(copy);
+    cr_assert_eq(t->autogen.type, PM_AUTOGEN_NUMERIC);
+    cr_assert_eq(t->autogen.length, 12);
+    pm_template_destroy(t);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Alphanumeric\", "
+                   "\"autogenerate_barcode_value_length\": 100}");
+    t = load_ok(copy);
+    cr_assert_eq(t->autogen.type, PM_AUTOGEN_ALPHANUMERIC);
+    cr_assert_eq(t->autogen.length, 100);
+    pm_template_destroy(t);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Alphabet\", "
+                   "\"autogenerate_barcode_value_length\": 10}");
+    t = load_ok(copy);
+    cr_assert_eq(t->autogen.type, PM_AUTOGEN_ALPHABET);
+    pm_template_destroy(t);
+}
+
+Test(template, autogen_settings_errors)
+{
+    write_settings("{\"autogenerate_barcode_value_type\": \"Hex\", "
+                   "\"autogenerate_barcode_value_length\": 12}");
+    expect_fail("\"autogenerate_barcode_value_type\" must be \"Numeric\", \"Alphabet\" or "
+                "\"Alphanumeric\"", NULL);
+    write_settings("{\"autogenerate_barcode_value_length\": 12}");
+    expect_fail("when a length is set", NULL);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\"}");
+    expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
+                   "\"autogenerate_barcode_value_length\": 9}");
+    expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
+                   "\"autogenerate_barcode_value_length\": 101}");
+    expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
+    write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
+                   "\"autogenerate_barcode_value_length\": \"12\"}");
+    expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
 }

@@ -58,6 +58,7 @@ static const char VALID[] =
     "                 \"relevant_text\": \"Welcome to City Stadium\"}],"
     "\"beacons\": [{\"proximity_uuid\": \"E2C56DB5-DFFB-48D2-B060-D0F5A71096E0\","
     "               \"major\": 1, \"minor\": 7, \"relevant_text\": \"Gate C\"}],"
+    "\"sharing_prohibited\": true,"
     "\"relevant_date\": \"2027-06-12T17:00:00+01:00\","
     "\"expiration_date\": \"2027-06-13T06:00:00+01:00\","
     "\"custom_fields\": ["

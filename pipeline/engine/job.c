@@ -35,6 +35,7 @@ void pm_job_reset(pm_job *job)
     memset(job->pkpass_sha256, 0, sizeof job->pkpass_sha256);
     job->content_hash[0] = job->auth_token[0] = job->prior_sha256[0] = '\0';
     job->unchanged = false;
+    job->issued_at = 0;
     pm_error_clear(&job->err);
     job->outcome = PM_OUTCOME_PASS;
 }

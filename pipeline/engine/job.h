@@ -13,7 +13,8 @@
  *   decode    : record, serial, patch
  *   merge     : record (from patch and the registry)
  *   validate  : tmpl, status
- *   fingerprint: content_hash, record_json, auth_token, unchanged, prior_sha256
+ *   fingerprint: content_hash, record_json, auth_token, unchanged, prior_sha256,
+ *               issued_at
  *   barcode   : barcode_message, barcodes, qr_png
  *   manifest  : pass_json, manifest_json
  *   sign      : signature
@@ -84,6 +85,8 @@ typedef struct pm_job {
     char auth_token[PM_AUTH_TOKEN_LEN + 1]; /* fingerprint: the pass's token ("" without registry) */
     char prior_sha256[65];        /* fingerprint: the registry's .pkpass sha256 when unchanged */
     bool unchanged;               /* fingerprint: the registry holds this exact pass; stop here */
+    int64_t issued_at;            /* fingerprint: the pass's first issue (unix seconds, the
+                                     registry's created_at); 0: unknown, use now */
 
     pm_buf barcode_message;       /* barcode: final message (autogenerate resolved) */
     json_t *barcodes;             /* barcode: owned JSON object merged into pass.json:

@@ -50,6 +50,7 @@ typedef struct pm_registry_pass {
     char pkpass_sha256[65];        /* hex */
     char auth_token[PM_AUTH_TOKEN_LEN + 1];
     int64_t update_tag;
+    int64_t created_at;            /* first issue, unix seconds (kept by every update) */
     json_t *record;                /* owned by the caller once returned; may be NULL */
 } pm_registry_pass;
 
@@ -147,7 +148,9 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
  * (keys sorted, compact), the status, the template version and the signer
  * certificate's SHA-256.  Two requests with the same hash make the same pass.
  * canonical (reset first) receives the record as the registry stores it:
- * compact JSON with sorted keys, action included.
+ * compact JSON with sorted keys, action included.  Fields added to the
+ * schema later (sharing_prohibited) are left out while null, so passes
+ * stored before them keep their hash.
  */
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],

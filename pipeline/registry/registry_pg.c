@@ -158,8 +158,8 @@ static const char *const writer_statements[][2] = {
 };
 
 static const char *const reader_statements[][2] = {
-    {"lookup", "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record"
-               " FROM passes WHERE serial = $1"},
+    {"lookup", "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record,"
+               " created_at FROM passes WHERE serial = $1"},
 };
 
 /* ---- small helpers ---- */
@@ -690,6 +690,7 @@ static int pg_lookup(pm_registry_reader *base, const char *serial, bool with_rec
         copy_col(res, 2, out->pkpass_sha256, sizeof out->pkpass_sha256);
         copy_col(res, 3, out->auth_token, sizeof out->auth_token);
         out->update_tag = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+        out->created_at = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
         if (with_record && !PQgetisnull(res, 0, 5))
             out->record = json_loads(PQgetvalue(res, 0, 5), 0, NULL);
     }

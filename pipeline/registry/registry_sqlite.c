@@ -407,8 +407,8 @@ static int sqlite_reader_open(pm_registry *base, pm_registry_reader **out, pm_er
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     rd->base.ops = &sqlite_ops;
     if (open_db(r->path, SQLITE_OPEN_READONLY, &rd->db, err) != 0 ||
-        prepare(rd->db, "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record"
-                        " FROM passes WHERE serial = ?", &rd->lookup, err) != 0) {
+        prepare(rd->db, "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record,"
+                        " created_at FROM passes WHERE serial = ?", &rd->lookup, err) != 0) {
         sqlite3_close(rd->db);
         free(rd);
         return -1;
@@ -447,6 +447,7 @@ static int sqlite_lookup(pm_registry_reader *base, const char *serial, bool with
         copy_col(rd->lookup, 2, out->pkpass_sha256, sizeof out->pkpass_sha256);
         copy_col(rd->lookup, 3, out->auth_token, sizeof out->auth_token);
         out->update_tag = sqlite3_column_int64(rd->lookup, 4);
+        out->created_at = sqlite3_column_int64(rd->lookup, 6);
         if (with_record) {
             const char *text = (const char *)sqlite3_column_text(rd->lookup, 5);
             out->record = text ? json_loads(text, 0, NULL) : NULL;

@@ -20,8 +20,11 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <unicode/ucal.h>
+#include <unicode/ustring.h>
 
 #include "core/buf.h"
+#include "core/rfc3339.h"
 #include "wallet/pass_format.h"
 #include "record/schema.h"
 
@@ -783,7 +786,10 @@ static int check_skeleton(loader *ld, json_t *root)
     for (size_t i = 0; i < sizeof per_pass_keys / sizeof *per_pass_keys; i++)
         if (json_object_get(root, per_pass_keys[i]))
             return fail(ld, "pass.json", "'%s' is set per pass by the pipeline "
-                        "(rule: no per-pass keys in a template)", per_pass_keys[i]);
+                        "(rule: no per-pass keys in a template)%s", per_pass_keys[i],
+                        strcmp(per_pass_keys[i], "expirationDate") == 0
+                            ? "; a template's expiry goes in " PM_TEMPLATE_SETTINGS
+                              " (expiration_setting, docs/templates.md)" : "");
     json_t *style = json_object_get(root, "eventTicket");
     if (!json_is_object(style))
         return fail(ld, "pass.json", "\"eventTicket\" must be an object (rule: style)");
@@ -852,8 +858,8 @@ static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
         return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
     for (size_t i = 0; i < ld->len; i++) {
         loaded_file *f = &ld->files[i];
-        if (strcmp(f->name, "pass.json") == 0)
-            continue;
+        if (strcmp(f->name, "pass.json") == 0 || strcmp(f->name, PM_TEMPLATE_SETTINGS) == 0)
+            continue; /* passmill's own files, not the pass's */
         uint8_t md[EVP_MAX_MD_SIZE];
         unsigned mdlen = 0;
         if (!EVP_Digest(f->data, f->len, md, &mdlen, sha1, NULL)) {
@@ -872,6 +878,237 @@ static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
         f->data = NULL;
     }
     return 0;
+}
+
+/* ---- template.json: expiry and barcode settings ------------------------ */
+
+static const loaded_file *find_loaded(const loader *ld, const char *name);
+
+/*
+ * The keys of template.json.  Names follow Skycore's pass template fields
+ * (expiration-fields, barcode-fields) in snake_case; "inactive_barcode" is
+ * read by the lifecycle settings.  Anything else is refused like an unknown
+ * pass.json key: a misspelt setting would silently never apply.
+ */
+static const char *const settings_keys[] = {
+    "auto_expire_number_days", "auto_expire_number_hours", "auto_expire_roundoff_midnight",
+    "auto_expire_timezone", "autogenerate_barcode_value_length",
+    "autogenerate_barcode_value_type", "expiration_setting", "expiry_date", "inactive_barcode",
+};
+
+#define EXPIRY_MAX_DAYS 3650  /* ten years: beyond that it is a typo */
+#define EXPIRY_MAX_HOURS (24 * EXPIRY_MAX_DAYS)
+
+/* A non-negative integer setting within 0..max; absent is 0. */
+static int settings_count(loader *ld, json_t *root, const char *key, long long max,
+                          long long *out)
+{
+    json_t *v = json_object_get(root, key);
+    *out = 0;
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"%s\" must be an integer 0..%lld (rule: "
+                    "expiry settings)", key, max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* An IANA zone ICU knows (ICU does the midnight arithmetic, so it must know it). */
+static bool zone_known(const char *name)
+{
+    UChar id[64], canon[128];
+    UBool system = 0;
+    UErrorCode st = U_ZERO_ERROR;
+    if (strlen(name) >= sizeof id / sizeof *id)
+        return false;
+    u_uastrcpy(id, name);
+    ucal_getCanonicalTimeZoneID(id, -1, canon, 128, &system, &st);
+    return U_SUCCESS(st) && system;
+}
+
+static int parse_expiry(loader *ld, json_t *root, pm_template_expiry *e)
+{
+    const char *setting = json_string_value(json_object_get(root, "expiration_setting"));
+    json_t *date = json_object_get(root, "expiry_date");
+    json_t *zone = json_object_get(root, "auto_expire_timezone");
+    json_t *round = json_object_get(root, "auto_expire_roundoff_midnight");
+    long long days, hours;
+    if (json_object_get(root, "expiration_setting") &&
+        !(setting && (strcmp(setting, "default") == 0 || strcmp(setting, "auto") == 0)))
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"expiration_setting\" must be \"default\" (a "
+                    "fixed expiry_date) or \"auto\" (days/hours after issue) (rule: expiry "
+                    "settings)");
+    if (settings_count(ld, root, "auto_expire_number_days", EXPIRY_MAX_DAYS, &days) != 0 ||
+        settings_count(ld, root, "auto_expire_number_hours", EXPIRY_MAX_HOURS, &hours) != 0)
+        return -1;
+    bool auto_keys = json_object_get(root, "auto_expire_number_days") ||
+                     json_object_get(root, "auto_expire_number_hours") || zone || round;
+    if (!setting && date)
+        setting = "default"; /* as Skycore: an expiry-date alone is the default setting */
+    if (!setting) {
+        if (auto_keys)
+            return fail(ld, PM_TEMPLATE_SETTINGS, "auto_expire_* settings need "
+                        "\"expiration_setting\": \"auto\" (rule: expiry settings)");
+        return 0;
+    }
+    if (strcmp(setting, "default") == 0) {
+        const char *text = json_string_value(date);
+        if (auto_keys)
+            return fail(ld, PM_TEMPLATE_SETTINGS, "auto_expire_* settings apply to "
+                        "\"expiration_setting\": \"auto\" only, not \"default\" (rule: expiry "
+                        "settings)");
+        if (!text || strlen(text) >= sizeof e->fixed_text ||
+            pm_rfc3339_parse(text, &e->fixed_at) != 0)
+            return fail(ld, PM_TEMPLATE_SETTINGS, "\"expiry_date\" must be an RFC 3339 "
+                        "timestamp with offset such as \"2027-06-13T03:00:00+01:00\" (rule: "
+                        "expiry settings)");
+        e->kind = PM_EXPIRY_FIXED;
+        snprintf(e->fixed_text, sizeof e->fixed_text, "%s", text);
+        return 0;
+    }
+    if (date)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"expiry_date\" is for \"expiration_setting\": "
+                    "\"default\"; \"auto\" takes auto_expire_number_days/_hours (rule: expiry "
+                    "settings)");
+    if (days + hours == 0)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"expiration_setting\": \"auto\" needs "
+                    "auto_expire_number_days or auto_expire_number_hours above 0 (rule: expiry "
+                    "settings)");
+    if (round && !json_is_boolean(round))
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"auto_expire_roundoff_midnight\" must be true "
+                    "or false (rule: expiry settings)");
+    const char *z = json_string_value(zone);
+    if (zone && (!z || !zone_known(z)))
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"auto_expire_timezone\" must be an IANA time "
+                    "zone name such as \"America/New_York\", found %s (rule: expiry settings)",
+                    z ? z : "a non-string");
+    e->round_midnight = json_is_true(round);
+    if (e->round_midnight && !z)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"auto_expire_roundoff_midnight\" needs "
+                    "\"auto_expire_timezone\": midnight is local (rule: expiry settings)");
+    e->kind = PM_EXPIRY_AUTO;
+    e->after_days = (int)days;
+    e->after_hours = (int)hours;
+    snprintf(e->zone, sizeof e->zone, "%s", z ? z : "");
+    return 0;
+}
+
+static int parse_autogen(loader *ld, json_t *root, pm_template_autogen *a)
+{
+    static const struct { const char *name; pm_autogen_type type; } types[] = {
+        {"Numeric", PM_AUTOGEN_NUMERIC}, {"Alphabet", PM_AUTOGEN_ALPHABET},
+        {"Alphanumeric", PM_AUTOGEN_ALPHANUMERIC},
+    };
+    json_t *jt = json_object_get(root, "autogenerate_barcode_value_type");
+    json_t *jl = json_object_get(root, "autogenerate_barcode_value_length");
+    if (!jt && !jl)
+        return 0;
+    const char *t = json_string_value(jt);
+    for (size_t i = 0; t && i < sizeof types / sizeof *types; i++)
+        if (strcmp(t, types[i].name) == 0)
+            a->type = types[i].type;
+    if (a->type == PM_AUTOGEN_DEFAULT)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"autogenerate_barcode_value_type\" must be "
+                    "\"Numeric\", \"Alphabet\" or \"Alphanumeric\"%s (rule: barcode settings)",
+                    jt ? "" : " when a length is set");
+    if (!json_is_integer(jl) || json_integer_value(jl) < PM_AUTOGEN_LEN_MIN ||
+        json_integer_value(jl) > PM_AUTOGEN_LEN_MAX)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "\"autogenerate_barcode_value_length\" must be "
+                    "an integer %d..%d (rule: barcode settings)", PM_AUTOGEN_LEN_MIN,
+                    PM_AUTOGEN_LEN_MAX);
+    a->length = (unsigned)json_integer_value(jl);
+    return 0;
+}
+
+/* template.json is optional; absent, the template sets no expiry and keeps the default barcode. */
+static int parse_template_settings(loader *ld, pm_template *t)
+{
+    const loaded_file *f = find_loaded(ld, PM_TEMPLATE_SETTINGS);
+    if (!f)
+        return 0;
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)f->data, f->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return fail(ld, PM_TEMPLATE_SETTINGS, "invalid JSON at line %d column %d: %s (rule: "
+                    "JSON)", jerr.line, jerr.column, jerr.text);
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    if (!json_is_object(root))
+        rc = fail(ld, PM_TEMPLATE_SETTINGS, "must be a JSON object (rule: JSON)");
+    else
+        json_object_foreach(root, key, v) {
+            bool known = false;
+            for (size_t i = 0; !known && i < sizeof settings_keys / sizeof *settings_keys; i++)
+                known = strcmp(key, settings_keys[i]) == 0;
+            if (!known) {
+                rc = fail(ld, PM_TEMPLATE_SETTINGS, "unknown setting '%s' (rule: settings: "
+                          "docs/templates.md lists them)", key);
+                break;
+            }
+        }
+    if (rc == 0)
+        rc = parse_expiry(ld, root, &t->expiry);
+    if (rc == 0)
+        rc = parse_autogen(ld, root, &t->autogen);
+    json_decref(root);
+    return rc;
+}
+
+/* "2027-06-13T00:00:00-04:00": t written in local time at offset_s from UTC. */
+static void format_with_offset(int64_t t, int32_t offset_s, char out[40])
+{
+    char local[32];
+    pm_rfc3339_format_utc(t + offset_s, local);
+    local[19] = '\0'; /* drop the "Z" */
+    int32_t a = offset_s < 0 ? -offset_s : offset_s;
+    snprintf(out, 40, "%s%c%02d:%02d", local, offset_s < 0 ? '-' : '+', (int)(a / 3600),
+             (int)(a / 60 % 60));
+}
+
+int pm_template_expiry_at(const pm_template_expiry *e, int64_t issued_at, char out[40],
+                          pm_error *err)
+{
+    if (!e || e->kind == PM_EXPIRY_NONE)
+        return 0;
+    if (e->kind == PM_EXPIRY_FIXED) {
+        snprintf(out, 40, "%s", e->fixed_text);
+        return 1;
+    }
+    if (!e->zone[0]) {
+        char utc[32];
+        pm_rfc3339_format_utc(issued_at + (int64_t)e->after_days * 86400 +
+                              (int64_t)e->after_hours * 3600, utc);
+        snprintf(out, 40, "%s", utc);
+        return 1;
+    }
+    /* A calendar in the zone: days are local calendar days (a DST day is 23
+     * or 25 hours), hours are elapsed hours, midnight is local. */
+    UChar id[64];
+    UErrorCode st = U_ZERO_ERROR;
+    u_uastrcpy(id, e->zone);
+    UCalendar *cal = ucal_open(id, -1, "en_US_POSIX", UCAL_GREGORIAN, &st);
+    ucal_setMillis(cal, (UDate)issued_at * 1000.0, &st);
+    ucal_add(cal, UCAL_DATE, e->after_days, &st);
+    ucal_add(cal, UCAL_HOUR, e->after_hours, &st);
+    if (e->round_midnight && U_SUCCESS(st) &&
+        (ucal_get(cal, UCAL_HOUR_OF_DAY, &st) || ucal_get(cal, UCAL_MINUTE, &st) ||
+         ucal_get(cal, UCAL_SECOND, &st) || ucal_get(cal, UCAL_MILLISECOND, &st))) {
+        ucal_add(cal, UCAL_DATE, 1, &st);
+        ucal_set(cal, UCAL_HOUR_OF_DAY, 0);
+        ucal_set(cal, UCAL_MINUTE, 0);
+        ucal_set(cal, UCAL_SECOND, 0);
+        ucal_set(cal, UCAL_MILLISECOND, 0);
+    }
+    UDate ms = ucal_getMillis(cal, &st);
+    int32_t offset = ucal_get(cal, UCAL_ZONE_OFFSET, &st) + ucal_get(cal, UCAL_DST_OFFSET, &st);
+    ucal_close(cal);
+    if (U_FAILURE(st))
+        return pm_error_set(err, PM_ERR_INTERNAL, "expiry in time zone %s failed: %s", e->zone,
+                            u_errorName(st));
+    format_with_offset((int64_t)(ms / 1000.0), offset / 1000, out);
+    return 1;
 }
 
 /* ---- one template ----------------------------------------------------- */
@@ -966,6 +1203,8 @@ static int load_one(const char *path, EVP_MD *sha1, EVP_MD *sha256, pm_template 
         rc = hash_version(&ld, sha256, t->version);
     if (rc == 0 && !(t->id = strdup(id)))
         rc = pm_error_set(err, PM_ERR_NOMEM, "template '%s': out of memory", id);
+    if (rc == 0)
+        rc = parse_template_settings(&ld, t);
     if (rc == 0)
         rc = take_files(&ld, sha1, t);
     loader_free(&ld);
