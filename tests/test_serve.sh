@@ -6,8 +6,9 @@
 # bodies, path traversal, malformed JSON, a slowloris client, tampered and
 # expired ticket links), then a clean stop on SIGTERM.
 #
-# pg: the same against PostgreSQL (PASSMILL_REGISTRY_URL and
-# PASSMILL_REGISTRY_PASSWORD_FILE set, e.g. by `eval "$(ops/pg-dev start)"`).
+# pg: the same against PostgreSQL: PASSMILL_REGISTRY_URL and
+# PASSMILL_REGISTRY_PASSWORD_FILE when set (`eval "$(ops/pg-dev start)"`), else
+# a private ops/pg-dev server, stopped at the end.
 #
 # Each protocol step is a function; a later step "the push arrives" goes in
 # push_arrives() (called right after the VOID), which is a no-op today.
@@ -17,8 +18,10 @@ BACKEND=${2:-sqlite}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /dev/shm/pm-serve.XXXXXX)
 SERVE_PID=
+OWN_PG=
 cleanup() {
   if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
+  if [ -n "$OWN_PG" ]; then PASSMILL_PG_DIR=$OWN_PG "$SRC/ops/pg-dev" stop >/dev/null 2>&1 || true; fi
   if [ "${KEEP:-}" = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
@@ -53,7 +56,10 @@ service.timeout_s = 3
 service.threads = 2
 EOF
 if [ "$BACKEND" = pg ]; then
-  : "${PASSMILL_REGISTRY_URL:?set it (eval \"\$(ops/pg-dev start)\")}"
+  if [ -z "${PASSMILL_REGISTRY_URL:-}" ]; then
+    OWN_PG=$(mktemp -u /dev/shm/pm-serve-pg.XXXXXX)  # not under $W: postgres must reach it
+    eval "$(PASSMILL_PG_DIR=$OWN_PG "$SRC/ops/pg-dev" start 2>/dev/null)"
+  fi
   # One schema per test run keeps runs apart in a shared database.
   schema=serve_$$_$RANDOM
   PGPASSWORD=$(head -1 "$PASSMILL_REGISTRY_PASSWORD_FILE") psql -q "$PASSMILL_REGISTRY_URL" -c "CREATE SCHEMA $schema" >/dev/null

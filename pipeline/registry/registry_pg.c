@@ -338,9 +338,15 @@ static int pg_alive(PGconn *conn, int (*setup)(PGconn *, pm_error *), pm_error *
     return setup(conn, err);
 }
 
+/* A serve thread's connection writes registrations: not read-only, and a
+ * registration answered 201 is committed durably (as the writer's batches). */
 static int service_setup(PGconn *conn, pm_error *err)
 {
-    if (reader_setup(conn, err) != 0)
+    if (pg_exec(conn, "SELECT set_config('synchronous_commit', 'on', false)"
+                      " WHERE current_setting('synchronous_commit') = 'off'",
+                "set synchronous_commit", err) != 0 ||
+        prepare_all(conn, reader_statements, sizeof reader_statements / sizeof reader_statements[0],
+                    err) != 0)
         return -1;
     return prepare_all(conn, service_statements,
                        sizeof service_statements / sizeof service_statements[0], err);
