@@ -90,6 +90,9 @@ code=$(curl -s -o "$dir/got" -w '%{http_code}' -H "Authorization: ApplePass $tok
 cmp -s "$dir/got" "$pkpass" && [ "$code" = 200 ] || { echo "bench/serve.sh: serve did not answer 200 with the pass" >&2; exit 1; }
 cmp -s <(curl -s "$url_nginx") "$pkpass" || { echo "bench/serve.sh: nginx did not serve the pass" >&2; exit 1; }
 
+# CPU seconds (user + system) of a process and its children so far.
+cpu() { local t=0 p; for p in "$@" $(pgrep -P "$1" 2>/dev/null); do
+    t=$(awk -v t="$t" -v hz="$(getconf CLK_TCK)" '{print t + ($14 + $15) / hz}' "/proc/$p/stat" 2>/dev/null || echo "$t"); done; echo "$t"; }
 # wrk OUT URL [header]: "requests/s p99_ms"
 bench() {
   local out=$1 url=$2; shift 2
@@ -100,11 +103,22 @@ bench() {
   echo "$rps $p99"
 }
 size=$(stat -c %s "$pkpass")
+c0=$(cpu "${pids[0]}")
 read -r s_rps s_p99 < <(bench "$dir/wrk-serve.txt" "$url_serve" -H "Authorization: ApplePass $token")
+c1=$(cpu "${pids[0]}")
+s_req=$(awk '/requests in/ {print $1}' "$dir/wrk-serve.txt")
+c2=$(cpu "${pids[1]}")
 read -r n_rps n_p99 < <(bench "$dir/wrk-nginx.txt" "$url_nginx")
+c3=$(cpu "${pids[1]}")
+n_req=$(awk '/requests in/ {print $1}' "$dir/wrk-nginx.txt")
+kill -0 "${pids[0]}" 2>/dev/null && [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: ApplePass $token" "$url_serve")" = 200 ] ||
+  { echo "bench/serve.sh: serve did not survive the load:" >&2; cat "$dir/serve.log" >&2; exit 1; }
+if grep -q 'Non-2xx' "$dir/wrk-serve.txt"; then echo "bench/serve.sh: serve answered non-2xx under load" >&2; cat "$dir/wrk-serve.txt" >&2; exit 1; fi
 echo "bench=serve_latest_pass_rps value=$s_rps unit=req/s"
 echo "bench=serve_latest_pass_p99 value=$s_p99 unit=ms"
 echo "bench=nginx_static_pkpass_rps value=$n_rps unit=req/s"
 echo "bench=nginx_static_pkpass_p99 value=$n_p99 unit=ms"
+awk -v c="$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')" -v n="$s_req" 'BEGIN { printf "bench=serve_latest_pass_cpu value=%.1f unit=us/request\n", c / n * 1e6 }'
+awk -v c="$(awk -v a="$c2" -v b="$c3" 'BEGIN{print b-a}')" -v n="$n_req" 'BEGIN { printf "bench=nginx_static_pkpass_cpu value=%.1f unit=us/request\n", c / n * 1e6 }'
 awk -v a="$s_rps" -v b="$n_rps" -v p="$s_p99" -v sz="$size" -v c="$conns" -v t="$n" 'BEGIN {
   printf "serve / nginx requests/s = %.2f (target >= 0.50); serve p99 = %s ms (target < 10); %d-byte pass, %d connections, %d wrk threads\n", a / b, p, sz, c, t }'

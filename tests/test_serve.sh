@@ -90,6 +90,19 @@ expect "the authenticationToken is 32 hex digits" 32 "$(printf %s "$TOKEN" | tr 
 "$PM" verify "$PKPASS" >/dev/null && ok "the issued pass verifies (pass.webService rule included)" ||
   bad "the issued pass does not verify"
 
+# http:// only with service.allow_http (development), and then verify says so.
+rc=0; "$PM" run -c "$W/serve.conf" -X input.path="$W/in.jsonl" -X service.url=http://dev.test \
+  -X store.dir="$W/store-http" >/dev/null 2>"$W/http.log" || rc=$?
+expect "an http:// service.url without service.allow_http: exit 2" 2 "$rc"
+grep -q 'service.url: expected an https:// URL' "$W/http.log" && ok "... naming service.url" || bad "no service.url message"
+"$PM" run -c "$W/serve.conf" -X input.path="$W/in.jsonl" -X service.url=http://dev.test -X service.allow_http=true \
+  -X store.dir="$W/store-http" -X registry.path="$W/registry-http.db" -X registry.url= >/dev/null 2>"$W/http.log" ||
+  { bad "allow_http run failed"; cat "$W/http.log"; }
+expect "with service.allow_http the pass carries the http URL" "http://dev.test" \
+  "$(pass_key "$W/store-http/passes/$SERIAL.pkpass" webServiceURL)"
+if "$PM" verify "$W/store-http/passes/$SERIAL.pkpass" >"$W/verify-http.out" 2>&1; then bad "verify took an http webServiceURL"
+else grep -q pass.webService "$W/verify-http.out" && ok "... which verify's pass.webService rule refuses" || bad "verify failed otherwise"; fi
+
 # ---- serve ----
 "$PM" serve -c "$W/serve.conf" 2>"$W/serve.log" &
 SERVE_PID=$!
