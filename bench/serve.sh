@@ -8,7 +8,8 @@
 #
 # Prints `bench=NAME value=X unit=Y` lines (requests/s and p99 in ms for
 # both) and the ratio.  Target: serve >= 0.5 x nginx, serve p99 < 10 ms.
-# SERVE_BENCH_SECONDS (default 10), SERVE_BENCH_CONNECTIONS (default 32).
+# SERVE_BENCH_SECONDS (default 10), SERVE_BENCH_CONNECTIONS (default 32);
+# SERVE_BENCH_PERF=FILE records serve with `perf record -g` during its run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "${1:-build/passmill}")
@@ -104,6 +105,7 @@ bench() {
 }
 size=$(stat -c %s "$pkpass")
 c0=$(cpu "${pids[0]}")
+if [ -n "${SERVE_BENCH_PERF:-}" ]; then perf record -g -o "$SERVE_BENCH_PERF" -p "${pids[0]}" -- sleep "$secs" >/dev/null 2>&1 & fi
 read -r s_rps s_p99 < <(bench "$dir/wrk-serve.txt" "$url_serve" -H "Authorization: ApplePass $token")
 c1=$(cpu "${pids[0]}")
 s_req=$(awk '/requests in/ {print $1}' "$dir/wrk-serve.txt")

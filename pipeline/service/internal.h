@@ -27,7 +27,7 @@
 #define PM_SVC_BODY_MAX_REGISTER 4096
 #define PM_SVC_BODY_MAX_LOG 65536
 /* Request line and headers together (MHD's per-connection memory pool). */
-#define PM_SVC_HEADER_MEMORY (32u << 10)
+#define PM_SVC_HEADER_MEMORY (16u << 10)  /* MHD zeroes it per request: keep it small */
 
 typedef struct pm_route {
     pm_endpoint ep;
