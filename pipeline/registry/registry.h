@@ -16,7 +16,9 @@
  * (begin_run, apply, end_run) come from one thread at a time: the engine's
  * durability thread.  Reads come from worker threads, each through its own
  * pm_registry_reader (reader_open/reader_close), so no handle is shared
- * between threads.
+ * between threads.  `passmill serve` takes service readers (service_open)
+ * from a pool, one per request in flight: they also write devices and
+ * registrations, each in its own transaction on its own connection.
  *
  * Durability.  apply() writes one batch of finished records in one
  * transaction and returns only once it is committed (synchronous commit):
