@@ -442,7 +442,31 @@ static int write_manifest(const pm_template *t, const char *pass_hex, pm_buf *m)
 
 typedef struct manifest_state {
     EVP_MD *sha1; /* fetched once, shared read-only */
+    char *web_service_url;  /* service.url without a trailing '/'; NULL: none */
+    bool http_url;          /* an http:// one (service.allow_http, development) */
 } manifest_state;
+
+/*
+ * webServiceURL from service.url: https, or http with service.allow_http
+ * (Wallet takes http only with the developer setting "Allow HTTP Services").
+ */
+static int web_service_url(const pm_config *cfg, manifest_state *st, pm_error *err)
+{
+    const char *u = cfg ? cfg->service_url : NULL;
+    if (!u || !*u)
+        return 0;
+    st->http_url = strncmp(u, "http://", 7) == 0;
+    if (strncmp(u, "https://", 8) != 0 && !(st->http_url && cfg->service_allow_http))
+        return pm_error_set(err, PM_ERR_CONFIG, "service.url: expected an https:// URL (Wallet "
+                            "requires https; http:// only with service.allow_http = true, for "
+                            "development), got '%s'", u);
+    size_t n = strlen(u);
+    while (n > 8 && u[n - 1] == '/')
+        n--;
+    if (!(st->web_service_url = strndup(u, n)))
+        return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory");
+    return 0;
+}
 
 typedef struct manifest_scratch {
     const manifest_state *st;
@@ -453,12 +477,16 @@ typedef struct manifest_scratch {
 
 static int manifest_create(const pm_context *ctx, void **state, pm_error *err)
 {
-    (void)ctx;
     manifest_state *st = calloc(1, sizeof *st);
     if (!st)
         return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory");
+    if (web_service_url(ctx ? ctx->config : NULL, st, err) != 0) {
+        free(st);
+        return -1;
+    }
     st->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
     if (!st->sha1) {
+        free(st->web_service_url);
         free(st);
         pm_error_set(err, PM_ERR_CRYPTO, "manifest: cannot fetch SHA-1");
         pm_error_add_openssl(err);
@@ -474,7 +502,18 @@ static void manifest_destroy(void *state)
     if (!st)
         return;
     EVP_MD_free(st->sha1);
+    free(st->web_service_url);
     free(st);
+}
+
+/* The web service keys (Apple: both or neither), when there is a URL and the
+ * registry gave the pass its token (fingerprint.h). */
+static int add_web_service(const manifest_state *st, const pm_job *job, json_t *pass)
+{
+    if (!st->web_service_url || !job->auth_token[0])
+        return 0;
+    return json_object_set_new(pass, "webServiceURL", json_string(st->web_service_url)) ||
+           json_object_set_new(pass, "authenticationToken", json_string(job->auth_token));
 }
 
 static int manifest_worker_create(void *state, void **scratch, pm_error *err)
@@ -547,7 +586,7 @@ static int with_template_expiry(pm_job *job, json_t **out)
 
 static int manifest_process(void *state, void *scratch, pm_job *job)
 {
-    (void)state;
+    const manifest_state *st = state;
     manifest_scratch *sc = scratch;
     if (!sc)
         return pm_error_set(&job->err, PM_ERR_INTERNAL, "manifest: no worker scratch");
@@ -559,6 +598,12 @@ static int manifest_process(void *state, void *scratch, pm_job *job)
     json_decref(record);
     if (rendered != 0)
         return -1;
+    /* An http:// URL (development) is what verify's pass.webService rule
+     * refuses for production: added after the check, so a dev pass is signed. */
+    if (!st->http_url && add_web_service(st, job, pass) != 0) {
+        json_decref(pass);
+        return pm_error_set(&job->err, PM_ERR_NOMEM, "manifest: out of memory");
+    }
     /* Never sign what `passmill verify` refuses (an empty date from the record, say). */
     if (pm_verify_pass_json(pass, &sc->report) != 0) {
         const pm_verify_issue *is = &sc->report.failures[0];
@@ -566,6 +611,10 @@ static int manifest_process(void *state, void *scratch, pm_job *job)
         return pm_reject(&job->err, "pass.verify", "",
                          "template '%s' and this record give a pass.json that passmill verify "
                          "refuses (rule %s): %s", job->tmpl->id, is->rule, is->message);
+    }
+    if (st->http_url && add_web_service(st, job, pass) != 0) {
+        json_decref(pass);
+        return pm_error_set(&job->err, PM_ERR_NOMEM, "manifest: out of memory");
     }
     int rc = pm_pass_dump(pass, &job->pass_json, &job->err);
     json_decref(pass);

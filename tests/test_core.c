@@ -281,3 +281,28 @@ Test(tzdb, fallback_checks_tzif_files)
     pmt_rmrf(dir);
     free(dir);
 }
+
+Test(buf, read_file_whole_files_of_any_size)
+{
+    char path[] = "/dev/shm/pm-test-read-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    static uint8_t data[200001];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 7);
+    cr_assert_eq(write(fd, data, sizeof data), (ssize_t)sizeof data);
+    close(fd);
+    pm_buf b = PM_BUF_INIT;
+    cr_assert_eq(pm_buf_read_file(&b, path), 0);
+    cr_assert_eq(b.len, sizeof data);
+    cr_assert_eq(memcmp(b.data, data, sizeof data), 0);
+    cr_assert_eq(truncate(path, 0), 0);
+    cr_assert_eq(pm_buf_read_file(&b, path), 0);
+    cr_assert_eq(b.len, 0, "an empty file is empty, not the last content");
+    unlink(path);
+    /* /proc files say size 0: read until the end anyway. */
+    cr_assert_eq(pm_buf_read_file(&b, "/proc/self/status"), 0);
+    cr_assert(b.len > 100 && strstr(pm_buf_cstr(&b), "Name:"));
+    cr_assert_eq(pm_buf_read_file(&b, "/no/such/file"), -1);
+    pm_buf_free(&b);
+}

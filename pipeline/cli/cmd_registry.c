@@ -12,7 +12,9 @@
 #include "cli/commands.h"
 #include "core/config.h"
 #include "core/rfc3339.h"
+#include "core/secret.h"
 #include "registry/registry.h"
+#include "service/link.h"
 #include "stores/store.h"
 
 /* Options every registry command takes; the command's own are parsed after. */
@@ -385,6 +387,92 @@ int cmd_url(int argc, char **argv)
         json_decref(row);
     }
     pm_store_close(store);
+    cli_free(&cli);
+    free(p.overrides);
+    return rc;
+}
+
+static int link_usage(FILE *out)
+{
+    fprintf(out, "usage: passmill link -c CONFIG [-X key=value ...] [--expires DURATION] SERIAL\n\n"
+                 "Prints signed, expiring links to a ticket on `passmill serve`, the .pkpass then\n"
+                 "the QR image: service.url + /tickets/SERIAL/pkpass?expires=E&sig=S (and /qr).\n"
+                 "They open without a login (an e-mail link) until they expire; the signature is\n"
+                 "an HMAC-SHA256 under the key in service.link_secret_file (docs/web-service.md).\n\n"
+                 "options:\n"
+                 "      --expires D     lifetime: seconds, or Ns, Nm, Nh, Nd (max 7d;\n"
+                 "                      default service.link_expiry_s)\n");
+    print_common_options(out);
+    fprintf(out, "\nexit status: 0 ok, 1 no such pass, 2 usage or configuration error,\n"
+                 "3 registry error.\n");
+    return PM_EXIT_OK;
+}
+
+int cmd_link(int argc, char **argv)
+{
+    parsed p;
+    cmd_opts o;
+    registry_cli cli;
+    char *key = NULL;
+    int rc = start("link", argc, argv, link_usage, ALLOW(OPT_EXPIRES), 1, &p, &o, &cli);
+    if (rc < 0) {
+        pm_error err;
+        const char *serial = argv[optind];
+        long long expires = o.expires ? parse_duration(o.expires) : cli.cfg->service_link_expiry_s;
+        const char *base = cli.cfg->service_url;
+        size_t base_len = strlen(base);
+        while (base_len && base[base_len - 1] == '/')
+            base_len--;
+        json_t *row = NULL;
+        if (expires <= 0) {
+            fprintf(stderr, "passmill link: --expires: expected 1s..7d such as 3600, 15m, 12h or 7d, "
+                            "got '%s'\n", o.expires ? o.expires : "");
+            rc = PM_EXIT_USAGE;
+            goto done;
+        }
+        if (!base_len) {
+            fprintf(stderr, "passmill link: service.url is not set (the public base URL of serve)\n");
+            rc = PM_EXIT_USAGE;
+            goto done;
+        }
+        if (!*cli.cfg->service_link_secret_file) {
+            fprintf(stderr, "passmill link: service.link_secret_file is not set\n");
+            rc = PM_EXIT_USAGE;
+            goto done;
+        }
+        key = pm_secret_read_file(cli.cfg->service_link_secret_file, "service.link_secret_file", &err);
+        if (!key || strlen(key) < PM_LINK_KEY_MIN) {
+            fprintf(stderr, "passmill link: %s\n", key ? "service.link_secret_file: the key is "
+                            "shorter than 32 bytes" : err.message);
+            rc = PM_EXIT_USAGE;
+            goto done;
+        }
+        row = cli.registry->ops->show(cli.registry, serial, &err);
+        if (!row) {
+            if (err.code == PM_OK)
+                fprintf(stderr, "passmill link: no pass with serial '%s' in the registry\n", serial);
+            else
+                fprintf(stderr, "passmill link: %s\n", err.message);
+            rc = err.code == PM_OK ? PM_EXIT_REJECTS : PM_EXIT_FAILURE;
+            goto done;
+        }
+        int64_t until = (int64_t)time(NULL) + expires;
+        const char *what[] = {"pkpass", "qr"};
+        rc = PM_EXIT_OK;
+        for (size_t i = 0; i < 2; i++) {
+            char path[256], sig[PM_LINK_SIG_HEX + 1];
+            snprintf(path, sizeof path, "/tickets/%s/%s", serial, what[i]);
+            if (pm_link_sign((const uint8_t *)key, strlen(key), path, until, sig, &err) != 0) {
+                fprintf(stderr, "passmill link: %s\n", err.message);
+                rc = PM_EXIT_FAILURE;
+                break;
+            }
+            printf("%.*s%s?expires=%lld&sig=%s\n", (int)base_len, base, path, (long long)until, sig);
+        }
+    done:
+        json_decref(row);
+    }
+    pm_secret_free(key);
     cli_free(&cli);
     free(p.overrides);
     return rc;

@@ -24,5 +24,7 @@ int cmd_show(int argc, char **argv);       /* cmd_registry.c */
 int cmd_stats(int argc, char **argv);      /* cmd_registry.c */
 int cmd_export(int argc, char **argv);     /* cmd_registry.c */
 int cmd_url(int argc, char **argv);        /* cmd_registry.c */
+int cmd_link(int argc, char **argv);       /* cmd_registry.c */
+int cmd_serve(int argc, char **argv);      /* cmd_serve.c */
 
 #endif

@@ -21,6 +21,8 @@ static const command commands[] = {
     {"stats", cmd_stats, "count the registry's passes by status"},
     {"export", cmd_export, "stream the registry's results and rejects as JSON Lines"},
     {"url", cmd_url, "print a fresh download URL of a pass and its QR image"},
+    {"serve", cmd_serve, "serve Apple's pass web service and the ticket downloads over HTTP"},
+    {"link", cmd_link, "print signed, expiring download links of a ticket (for serve)"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

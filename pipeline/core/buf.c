@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void pm_buf_init(pm_buf *b)
 {
@@ -74,26 +77,39 @@ const char *pm_buf_cstr(pm_buf *b)
 
 int pm_buf_read_file(pm_buf *b, const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return -1;
     pm_buf_reset(b);
-    uint8_t chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        if (pm_buf_append(b, chunk, n) != 0) {
-            fclose(f);
-            errno = ENOMEM;
+    /* Sized from fstat and read straight into the buffer: one copy, no
+     * regrowth (serve reads a .pkpass per request this way). */
+    struct stat st;
+    size_t want = fstat(fd, &st) == 0 && st.st_size > 0 ? (size_t)st.st_size : 65536;
+    /* want + 1: room for the read that sees the end of the file. */
+    if (pm_buf_reserve(b, want + 1) != 0)
+        goto nomem;
+    for (;;) {
+        if (b->cap - b->len <= 1 && pm_buf_reserve(b, 65536) != 0)
+            goto nomem;  /* a file larger than fstat said, or a pipe */
+        ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
             return -1;
         }
+        if (n == 0)
+            break;
+        b->len += (size_t)n;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        errno = EIO;
-        return -1;
-    }
+    close(fd);
     return 0;
+nomem:
+    close(fd);
+    errno = ENOMEM;
+    return -1;
 }
 
 void pm_hex_encode(const uint8_t *data, size_t len, char *out)

@@ -99,6 +99,16 @@ typedef struct pm_config {
     bool exit_on_eof;
     int64_t kafka_shutdown_ms; /* bound on stopping with the broker gone */
 
+    /* web service (passmill serve, docs/web-service.md) */
+    char *service_listen;      /* HOST:PORT */
+    char *service_url;         /* public base URL: webServiceURL and ticket links */
+    bool service_allow_http;   /* development only: Wallet takes http with "Allow HTTP Services" */
+    char *service_link_secret_file; /* HMAC key of ticket links */
+    int64_t service_threads;   /* MHD thread pool size; 0 = online CPUs */
+    int64_t service_timeout_s; /* idle / slow connection timeout */
+    int64_t service_max_connections;
+    int64_t service_link_expiry_s; /* default lifetime of `passmill link` */
+
     /* kafka.* pass-through properties, in file order */
     pm_kv *kafka_props;
     size_t kafka_props_len;

@@ -16,7 +16,9 @@
  * (begin_run, apply, end_run) come from one thread at a time: the engine's
  * durability thread.  Reads come from worker threads, each through its own
  * pm_registry_reader (reader_open/reader_close), so no handle is shared
- * between threads.
+ * between threads.  `passmill serve` takes service readers (service_open)
+ * from a pool, one per request in flight: they also write devices and
+ * registrations, each in its own transaction on its own connection.
  *
  * Durability.  apply() writes one batch of finished records in one
  * transaction and returns only once it is committed (synchronous commit):
@@ -68,6 +70,25 @@ typedef struct pm_registry_stats {
     uint64_t rejects;              /* reject/failure rows matching the filter */
 } pm_registry_stats;
 
+/* What the web service needs of a pass (pm_registry_ops.pass_info). */
+typedef struct pm_registry_service_pass {
+    char status[16];
+    char auth_token[PM_AUTH_TOKEN_LEN + 1];
+    char pkpass_key[256];
+    char qr_key[256];
+    int64_t updated_at;            /* unix seconds: Last-Modified */
+    int64_t update_tag;
+} pm_registry_service_pass;
+
+/* The web service's gauges (/metrics, /healthz). */
+typedef struct pm_registry_service_stats {
+    uint64_t devices, registrations;
+    uint64_t outbox_queued, outbox_failed;  /* push_outbox rows by state */
+} pm_registry_service_stats;
+
+/* Called once per serial of serials_since(); a non-zero return stops. */
+typedef int (*pm_registry_serial_fn)(void *arg, const char *serial);
+
 /* Called once per exported row; a non-zero return stops the export. */
 typedef int (*pm_registry_row_fn)(void *arg, json_t *row);
 
@@ -93,6 +114,36 @@ typedef struct pm_registry_ops {
     /* 1 found (out filled), 0 not found, -1 error. */
     int (*lookup)(pm_registry_reader *rd, const char *serial, bool with_record,
                   pm_registry_pass *out, pm_error *err);
+
+    /*
+     * The web service (passmill serve).  service_open makes a reader that may
+     * also write devices and registrations, for one serve thread (its own
+     * connection: SQLite read-write, PostgreSQL a connection of its own, so
+     * several serve processes share one PostgreSQL registry).  Every other
+     * op below takes such a reader; lookup works on it too.
+     */
+    int (*service_open)(pm_registry *r, pm_registry_reader **out, pm_error *err);
+    /* 1 found (out filled), 0 not found, -1 error. */
+    int (*pass_info)(pm_registry_reader *rd, const char *serial, pm_registry_service_pass *out,
+                     pm_error *err);
+    /* Device device_id (push token push_token, replaced when it changed)
+     * holds pass_type_id/serial, in one transaction: 1 a new registration,
+     * 0 it was already registered, -1 error.  The serial must exist. */
+    int (*register_device)(pm_registry_reader *rd, const char *device_id, const char *push_token,
+                           const char *pass_type_id, const char *serial, int64_t now,
+                           pm_error *err);
+    /* 1 removed, 0 there was none, -1 error.  A device left without
+     * registrations is removed with it (Apple: stop sending it pushes). */
+    int (*unregister_device)(pm_registry_reader *rd, const char *device_id,
+                             const char *pass_type_id, const char *serial, pm_error *err);
+    /* The serials device_id holds of pass_type_id whose update_tag is above
+     * since (0: all), each to fn in tag order; *last_tag = the highest tag
+     * seen (since when none).  Returns the count, -1 on error. */
+    long (*serials_since)(pm_registry_reader *rd, const char *device_id, const char *pass_type_id,
+                          int64_t since, pm_registry_serial_fn fn, void *arg, int64_t *last_tag,
+                          pm_error *err);
+    /* Counts for /metrics; doubles as the /healthz probe. */
+    int (*service_stats)(pm_registry_reader *rd, pm_registry_service_stats *out, pm_error *err);
 
     /* `passmill show`: the whole row as JSON (new reference), NULL + err->code
      * PM_OK when not found, NULL + error otherwise. */

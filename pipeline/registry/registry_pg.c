@@ -54,6 +54,7 @@ typedef struct pg_registry {
 typedef struct pg_reader {
     pm_registry_reader base;
     PGconn *conn;
+    bool service;           /* opened by service_open: its statements too */
 } pg_reader;
 
 static const pm_registry_ops pg_ops;
@@ -160,6 +161,29 @@ static const char *const writer_statements[][2] = {
 static const char *const reader_statements[][2] = {
     {"lookup", "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record,"
                " created_at FROM passes WHERE serial = $1"},
+};
+
+/* A serve thread's reader: the lookup and the web service's statements. */
+static const char *const service_statements[][2] = {
+    {"info", "SELECT status, auth_token, pkpass_key, qr_key, updated_at, update_tag"
+             " FROM passes WHERE serial = $1"},
+    /* The push token is replaced when the device sends a new one. */
+    {"dev_upsert", "INSERT INTO devices (device_id, push_token, created_at, updated_at)"
+                   " VALUES ($1, $2, $3::bigint, $3::bigint) ON CONFLICT (device_id) DO UPDATE SET"
+                   " push_token = excluded.push_token, updated_at = excluded.updated_at"
+                   " WHERE devices.push_token <> excluded.push_token"},
+    {"reg_add", "INSERT INTO registrations (device_id, pass_type_id, serial, created_at)"
+                " VALUES ($1, $2, $3, $4::bigint) ON CONFLICT DO NOTHING"},
+    {"reg_del", "DELETE FROM registrations WHERE device_id = $1 AND pass_type_id = $2"
+                " AND serial = $3"},
+    {"dev_gc", "DELETE FROM devices WHERE device_id = $1 AND NOT EXISTS"
+               " (SELECT 1 FROM registrations WHERE device_id = $1)"},
+    {"since", "SELECT p.serial, p.update_tag FROM registrations g JOIN passes p ON p.serial = g.serial"
+              " WHERE g.device_id = $1 AND g.pass_type_id = $2 AND p.update_tag > $3::bigint"
+              " ORDER BY p.update_tag"},
+    {"svc_stats", "SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM registrations),"
+                  " (SELECT count(*) FROM push_outbox WHERE state = 'queued'),"
+                  " (SELECT count(*) FROM push_outbox WHERE state = 'failed')"},
 };
 
 /* ---- small helpers ---- */
@@ -312,6 +336,20 @@ static int pg_alive(PGconn *conn, int (*setup)(PGconn *, pm_error *), pm_error *
     if (pg_exec(conn, "SET client_min_messages = warning", "set client_min_messages", err) != 0)
         return -1;
     return setup(conn, err);
+}
+
+/* A serve thread's connection writes registrations: not read-only, and a
+ * registration answered 201 is committed durably (as the writer's batches). */
+static int service_setup(PGconn *conn, pm_error *err)
+{
+    if (pg_exec(conn, "SELECT set_config('synchronous_commit', 'on', false)"
+                      " WHERE current_setting('synchronous_commit') = 'off'",
+                "set synchronous_commit", err) != 0 ||
+        prepare_all(conn, reader_statements, sizeof reader_statements / sizeof reader_statements[0],
+                    err) != 0)
+        return -1;
+    return prepare_all(conn, service_statements,
+                       sizeof service_statements / sizeof service_statements[0], err);
 }
 
 /* ---- schema ---- */
@@ -677,7 +715,7 @@ static int pg_lookup(pm_registry_reader *base, const char *serial, bool with_rec
 {
     pg_reader *rd = (pg_reader *)base;
     memset(out, 0, sizeof *out);
-    if (pg_alive(rd->conn, reader_setup, err) != 0)
+    if (pg_alive(rd->conn, rd->service ? service_setup : reader_setup, err) != 0)
         return -1;
     const char *p[1] = {serial};
     PGresult *res = run_prepared(rd->conn, "lookup", 1, p, "lookup", err);
@@ -703,6 +741,145 @@ static int pg_lookup(pm_registry_reader *base, const char *serial, bool with_rec
 static int64_t col_int(const PGresult *res, int row, int col)
 {
     return strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* ---- the web service (one service reader per serve thread) ---- */
+
+static int pg_service_open(pm_registry *base, pm_registry_reader **out, pm_error *err)
+{
+    pg_registry *r = (pg_registry *)base;
+    *out = NULL;
+    pg_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    rd->base.ops = &pg_ops;
+    rd->service = true;
+    rd->conn = pg_connect(r->conninfo, r->password, err);
+    if (!rd->conn || service_setup(rd->conn, err) != 0) {
+        PQfinish(rd->conn);
+        free(rd);
+        return -1;
+    }
+    *out = &rd->base;
+    return 0;
+}
+
+static int pg_pass_info(pm_registry_reader *base, const char *serial,
+                        pm_registry_service_pass *out, pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    memset(out, 0, sizeof *out);
+    if (pg_alive(rd->conn, service_setup, err) != 0)
+        return -1;
+    const char *p[1] = {serial};
+    PGresult *res = run_prepared(rd->conn, "info", 1, p, "pass info", err);
+    if (!res)
+        return -1;
+    int found = PQntuples(res) > 0;
+    if (found) {
+        copy_col(res, 0, out->status, sizeof out->status);
+        copy_col(res, 1, out->auth_token, sizeof out->auth_token);
+        copy_col(res, 2, out->pkpass_key, sizeof out->pkpass_key);
+        copy_col(res, 3, out->qr_key, sizeof out->qr_key);
+        out->updated_at = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+        out->update_tag = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+    }
+    PQclear(res);
+    return found;
+}
+
+/* Run a prepared statement that changes rows; the count, -1 + err. */
+static long run_change(PGconn *conn, const char *name, int n, const char *const *params,
+                       const char *what, pm_error *err)
+{
+    PGresult *res = run_prepared(conn, name, n, params, what, err);
+    if (!res)
+        return -1;
+    long count = strtol(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return count;
+}
+
+static int pg_register_device(pm_registry_reader *base, const char *device_id,
+                              const char *push_token, const char *pass_type_id,
+                              const char *serial, int64_t now, pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    if (pg_alive(rd->conn, service_setup, err) != 0 || pg_exec(rd->conn, "BEGIN", "begin", err) != 0)
+        return -1;
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    const char *dev[3] = {device_id, push_token, at};
+    const char *reg[4] = {device_id, pass_type_id, serial, at};
+    long added;
+    if (run_change(rd->conn, "dev_upsert", 3, dev, "register device", err) < 0 ||
+        (added = run_change(rd->conn, "reg_add", 4, reg, "register pass", err)) < 0 ||
+        pg_exec(rd->conn, "COMMIT", "commit", err) != 0) {
+        rollback(rd->conn);
+        return -1;
+    }
+    return added > 0;
+}
+
+static int pg_unregister_device(pm_registry_reader *base, const char *device_id,
+                                const char *pass_type_id, const char *serial, pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    if (pg_alive(rd->conn, service_setup, err) != 0 || pg_exec(rd->conn, "BEGIN", "begin", err) != 0)
+        return -1;
+    const char *reg[3] = {device_id, pass_type_id, serial};
+    const char *dev[1] = {device_id};
+    long removed;
+    if ((removed = run_change(rd->conn, "reg_del", 3, reg, "unregister pass", err)) < 0 ||
+        run_change(rd->conn, "dev_gc", 1, dev, "remove device", err) < 0 ||
+        pg_exec(rd->conn, "COMMIT", "commit", err) != 0) {
+        rollback(rd->conn);
+        return -1;
+    }
+    return removed > 0;
+}
+
+static long pg_serials_since(pm_registry_reader *base, const char *device_id,
+                             const char *pass_type_id, int64_t since, pm_registry_serial_fn fn,
+                             void *arg, int64_t *last_tag, pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    *last_tag = since;
+    if (pg_alive(rd->conn, service_setup, err) != 0)
+        return -1;
+    char tag[24];
+    snprintf(tag, sizeof tag, "%lld", (long long)since);
+    const char *p[3] = {device_id, pass_type_id, tag};
+    PGresult *res = run_prepared(rd->conn, "since", 3, p, "serials since", err);
+    if (!res)
+        return -1;
+    long n = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        n++;
+        *last_tag = col_int(res, i, 1);
+        if (fn(arg, PQgetvalue(res, i, 0)) != 0)
+            break;
+    }
+    PQclear(res);
+    return n;
+}
+
+static int pg_service_stats(pm_registry_reader *base, pm_registry_service_stats *out,
+                            pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    memset(out, 0, sizeof *out);
+    if (pg_alive(rd->conn, service_setup, err) != 0)
+        return -1;
+    PGresult *res = run_prepared(rd->conn, "svc_stats", 0, NULL, "service stats", err);
+    if (!res)
+        return -1;
+    out->devices = (uint64_t)col_int(res, 0, 0);
+    out->registrations = (uint64_t)col_int(res, 0, 1);
+    out->outbox_queued = (uint64_t)col_int(res, 0, 2);
+    out->outbox_failed = (uint64_t)col_int(res, 0, 3);
+    PQclear(res);
+    return 0;
 }
 
 /* A column as JSON: null, an integer for integer columns, else a string. */
@@ -925,6 +1102,12 @@ static const pm_registry_ops pg_ops = {
     .end_run = pg_end_run,
     .reader_open = pg_reader_open,
     .reader_close = pg_reader_close,
+    .service_open = pg_service_open,
+    .pass_info = pg_pass_info,
+    .register_device = pg_register_device,
+    .unregister_device = pg_unregister_device,
+    .serials_since = pg_serials_since,
+    .service_stats = pg_service_stats,
     .lookup = pg_lookup,
     .show = pg_show,
     .stats = pg_stats,

@@ -37,6 +37,8 @@ typedef struct sqlite_reader {
     pm_registry_reader base;
     sqlite3 *db;
     sqlite3_stmt *lookup;
+    /* service readers only (service_open), else NULL */
+    sqlite3_stmt *info, *dev_upsert, *reg_add, *reg_del, *dev_gc, *since, *stats;
 } sqlite_reader;
 
 static const pm_registry_ops sqlite_ops;
@@ -422,6 +424,10 @@ static void sqlite_reader_close(pm_registry_reader *base)
     sqlite_reader *rd = (sqlite_reader *)base;
     if (!rd)
         return;
+    sqlite3_stmt *sts[] = {rd->info, rd->dev_upsert, rd->reg_add, rd->reg_del, rd->dev_gc,
+                           rd->since, rd->stats};
+    for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++)
+        sqlite3_finalize(sts[i]);
     sqlite3_finalize(rd->lookup);
     sqlite3_close(rd->db);
     free(rd);
@@ -459,6 +465,163 @@ static int sqlite_lookup(pm_registry_reader *base, const char *serial, bool with
     sqlite3_reset(rd->lookup);
     sqlite3_clear_bindings(rd->lookup);
     return found;
+}
+
+/* ---- the web service (one service reader per serve thread) ---- */
+
+static int sqlite_service_open(pm_registry *base, pm_registry_reader **out, pm_error *err)
+{
+    sqlite_registry *r = (sqlite_registry *)base;
+    *out = NULL;
+    sqlite_reader *rd = calloc(1, sizeof *rd);
+    if (!rd)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    rd->base.ops = &sqlite_ops;
+    /* Read-write: registrations are written by serve's threads, each on its
+     * own connection; WAL and the busy timeout order them with run's writer. */
+    if (open_db(r->path, SQLITE_OPEN_READWRITE, &rd->db, err) != 0 ||
+        exec(rd->db, "PRAGMA foreign_keys = ON", err) != 0 ||
+        prepare(rd->db, "SELECT status, content_hash, pkpass_sha256, auth_token, update_tag, record"
+                        " FROM passes WHERE serial = ?", &rd->lookup, err) != 0 ||
+        prepare(rd->db, "SELECT status, auth_token, pkpass_key, qr_key, updated_at, update_tag"
+                        " FROM passes WHERE serial = ?", &rd->info, err) != 0 ||
+        prepare(rd->db, "INSERT INTO devices (device_id, push_token, created_at, updated_at)"
+                        " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (device_id) DO UPDATE SET"
+                        " push_token = excluded.push_token, updated_at = excluded.updated_at"
+                        " WHERE push_token <> excluded.push_token", &rd->dev_upsert, err) != 0 ||
+        prepare(rd->db, "INSERT OR IGNORE INTO registrations (device_id, pass_type_id, serial,"
+                        " created_at) VALUES (?, ?, ?, ?)", &rd->reg_add, err) != 0 ||
+        prepare(rd->db, "DELETE FROM registrations WHERE device_id = ? AND pass_type_id = ?"
+                        " AND serial = ?", &rd->reg_del, err) != 0 ||
+        prepare(rd->db, "DELETE FROM devices WHERE device_id = ?1 AND NOT EXISTS"
+                        " (SELECT 1 FROM registrations WHERE device_id = ?1)", &rd->dev_gc, err) != 0 ||
+        prepare(rd->db, "SELECT p.serial, p.update_tag FROM registrations g"
+                        " JOIN passes p ON p.serial = g.serial WHERE g.device_id = ?"
+                        " AND g.pass_type_id = ? AND p.update_tag > ? ORDER BY p.update_tag",
+                &rd->since, err) != 0 ||
+        prepare(rd->db, "SELECT (SELECT count(*) FROM devices), (SELECT count(*) FROM registrations),"
+                        " (SELECT count(*) FROM push_outbox WHERE state = 'queued'),"
+                        " (SELECT count(*) FROM push_outbox WHERE state = 'failed')",
+                &rd->stats, err) != 0) {
+        sqlite_reader_close(&rd->base);
+        return -1;
+    }
+    *out = &rd->base;
+    return 0;
+}
+
+static int sqlite_pass_info(pm_registry_reader *base, const char *serial,
+                            pm_registry_service_pass *out, pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    memset(out, 0, sizeof *out);
+    bind_text(rd->info, 1, serial);
+    int rc = sqlite3_step(rd->info), found = 0;
+    if (rc == SQLITE_ROW) {
+        copy_col(rd->info, 0, out->status, sizeof out->status);
+        copy_col(rd->info, 1, out->auth_token, sizeof out->auth_token);
+        copy_col(rd->info, 2, out->pkpass_key, sizeof out->pkpass_key);
+        copy_col(rd->info, 3, out->qr_key, sizeof out->qr_key);
+        out->updated_at = sqlite3_column_int64(rd->info, 4);
+        out->update_tag = sqlite3_column_int64(rd->info, 5);
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        found = db_error(err, rd->db, "pass info");
+    }
+    sqlite3_reset(rd->info);
+    sqlite3_clear_bindings(rd->info);
+    return found;
+}
+
+static int sqlite_register_device(pm_registry_reader *base, const char *device_id,
+                                  const char *push_token, const char *pass_type_id,
+                                  const char *serial, int64_t now, pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    if (exec(rd->db, "BEGIN IMMEDIATE", err) != 0)
+        return -1;
+    bind_text(rd->dev_upsert, 1, device_id);
+    bind_text(rd->dev_upsert, 2, push_token);
+    sqlite3_bind_int64(rd->dev_upsert, 3, now);
+    if (step_done(rd->db, rd->dev_upsert, "register device", err) != 0)
+        goto fail;
+    bind_text(rd->reg_add, 1, device_id);
+    bind_text(rd->reg_add, 2, pass_type_id);
+    bind_text(rd->reg_add, 3, serial);
+    sqlite3_bind_int64(rd->reg_add, 4, now);
+    if (step_done(rd->db, rd->reg_add, "register pass", err) != 0)
+        goto fail;
+    int added = sqlite3_changes(rd->db) > 0;
+    if (exec(rd->db, "COMMIT", err) != 0)
+        goto fail;
+    return added;
+fail:
+    sqlite3_exec(rd->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static int sqlite_unregister_device(pm_registry_reader *base, const char *device_id,
+                                    const char *pass_type_id, const char *serial, pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    if (exec(rd->db, "BEGIN IMMEDIATE", err) != 0)
+        return -1;
+    bind_text(rd->reg_del, 1, device_id);
+    bind_text(rd->reg_del, 2, pass_type_id);
+    bind_text(rd->reg_del, 3, serial);
+    if (step_done(rd->db, rd->reg_del, "unregister pass", err) != 0)
+        goto fail;
+    int removed = sqlite3_changes(rd->db) > 0;
+    bind_text(rd->dev_gc, 1, device_id);
+    if (step_done(rd->db, rd->dev_gc, "remove device", err) != 0 || exec(rd->db, "COMMIT", err) != 0)
+        goto fail;
+    return removed;
+fail:
+    sqlite3_exec(rd->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static long sqlite_serials_since(pm_registry_reader *base, const char *device_id,
+                                 const char *pass_type_id, int64_t since,
+                                 pm_registry_serial_fn fn, void *arg, int64_t *last_tag,
+                                 pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    *last_tag = since;
+    bind_text(rd->since, 1, device_id);
+    bind_text(rd->since, 2, pass_type_id);
+    sqlite3_bind_int64(rd->since, 3, since);
+    long n = 0;
+    int rc;
+    while ((rc = sqlite3_step(rd->since)) == SQLITE_ROW) {
+        n++;
+        *last_tag = sqlite3_column_int64(rd->since, 1);
+        if (fn(arg, (const char *)sqlite3_column_text(rd->since, 0)) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    if (rc != SQLITE_DONE)
+        n = db_error(err, rd->db, "serials since");
+    sqlite3_reset(rd->since);
+    sqlite3_clear_bindings(rd->since);
+    return n;
+}
+
+static int sqlite_service_stats(pm_registry_reader *base, pm_registry_service_stats *out,
+                                pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    memset(out, 0, sizeof *out);
+    int rc = sqlite3_step(rd->stats);
+    if (rc == SQLITE_ROW) {
+        out->devices = (uint64_t)sqlite3_column_int64(rd->stats, 0);
+        out->registrations = (uint64_t)sqlite3_column_int64(rd->stats, 1);
+        out->outbox_queued = (uint64_t)sqlite3_column_int64(rd->stats, 2);
+        out->outbox_failed = (uint64_t)sqlite3_column_int64(rd->stats, 3);
+    }
+    sqlite3_reset(rd->stats);
+    return rc == SQLITE_ROW ? 0 : db_error(err, rd->db, "service stats");
 }
 
 /* ---- queries (main thread, writer connection) ---- */
@@ -645,6 +808,12 @@ static const pm_registry_ops sqlite_ops = {
     .reader_open = sqlite_reader_open,
     .reader_close = sqlite_reader_close,
     .lookup = sqlite_lookup,
+    .service_open = sqlite_service_open,
+    .pass_info = sqlite_pass_info,
+    .register_device = sqlite_register_device,
+    .unregister_device = sqlite_unregister_device,
+    .serials_since = sqlite_serials_since,
+    .service_stats = sqlite_service_stats,
     .show = sqlite_show,
     .stats = sqlite_stats,
     .export_rows = sqlite_export,
