@@ -113,6 +113,48 @@ Test(pipeline, fixed_clock_gives_byte_identical_output)
     cr_assert_neq(pmt_sh("diff -r -q \"$W/store1\" \"$W/store\" >/dev/null"), 0);
 }
 
+/*
+ * store.layout = split keeps the template's static entries once and per pass
+ * only its own bytes; `passmill get` must give back exactly the bytes the
+ * full layout stores, whose sha256 the registry holds.
+ */
+Test(pipeline, split_layout_reads_back_the_full_layout_bytes)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 25 --seed 4 > '%s/in.jsonl'", pmt_passmill(), work), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/full\""), 0);
+    cr_assert_eq(run(&summary, "-X store.layout=split -X registry.path=\"$W/reg.db\""), 0, "%s",
+                 summary);
+    cr_assert_str_eq(summary, "in=25 passes=25 unchanged=0 rejects=0");
+    free(summary);
+    /* One prefix for the one template version; no .pkpass objects; parts are small. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W/store\"; test $(ls prefixes | wc -l) -eq 1; "
+                        "test $(ls passes/*.part | wc -l) -eq 25; ! ls passes/*.pkpass 2>/dev/null; "
+                        "test $(cat passes/*.part | wc -c) -lt $((25 * 8000))"), 0);
+    /* get checks each pass against the registry's sha256 too. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; n=0; for f in full/passes/*.pkpass; do "
+                        "  s=$(basename $f .pkpass); "
+                        "  '%s' get -c run.conf -X store.layout=split -X registry.path=reg.db $s > got; "
+                        "  cmp got $f; '%s' get -c run.conf -X store.layout=split $s -o got2; cmp got2 $f; "
+                        "  n=$((n+1)); done; test $n -eq 25", pmt_passmill(), pmt_passmill()), 0);
+    /* ... and the full layout reads back through the same command. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; f=$(ls full/passes/*.pkpass | head -1); "
+                        "'%s' get -c run.conf -X store.dir=\"$W/full\" $(basename $f .pkpass) | cmp - $f",
+                        pmt_passmill()), 0);
+    /* A damaged part is refused against the registry (exit 1), and an unknown serial too. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; p=$(ls store/passes/*.part | head -1); "
+                        "printf 'x' >> $p; s=$(basename $p .part); "
+                        "set +e; '%s' get -c run.conf -X store.layout=split -X registry.path=reg.db $s "
+                        ">/dev/null 2>err; test $? -eq 1 && grep -q 'the registry says' err && "
+                        "'%s' get -c run.conf -X store.layout=split NO-SUCH >/dev/null 2>&1; test $? -eq 1",
+                        pmt_passmill(), pmt_passmill()), 0);
+    /* A layout that does not exist is a configuration error. */
+    cr_assert_eq(pmt_sh("'%s' get -c \"$W/run.conf\" -X store.layout=halves X 2>/dev/null; test $? -eq 2",
+                        pmt_passmill()), 0);
+}
+
 /* One hostile record per line, each with the code and field it must get. */
 static const struct {
     const char *patch; /* python expression applied to a valid record r */
