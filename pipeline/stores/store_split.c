@@ -185,7 +185,8 @@ static int split_put(pm_store *s, const pm_object *obj, pm_error *err)
         return pm_error_set(err, PM_ERR_NOMEM, "store: out of memory");
     memcpy(buf, header, (size_t)hlen);
     memcpy(buf + hlen, obj->data + cut, rest);
-    pm_object o = {part, buf, (size_t)hlen + rest, "application/octet-stream", obj->sha256_hex};
+    /* No sha256 metadata: the pass's hash is not this object's (the registry has it). */
+    pm_object o = {part, buf, (size_t)hlen + rest, "application/octet-stream", NULL};
     int rc = pm_store_put(ss->inner, &o, err);
     free(buf);
     return rc;
