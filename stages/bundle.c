@@ -63,6 +63,7 @@ typedef struct archive_io {
 /* One template's static files as an archive, built once per worker. */
 typedef struct prefix {
     const pm_template *tmpl;
+    const pm_template_strip *strip; /* the record's strip variant, NULL: the template's */
     pm_buf zip;       /* a complete archive of the static files only */
     size_t local_len; /* bytes before its central directory */
     size_t cd_len;    /* its central directory: zip.data[local_len .. local_len + cd_len) */
@@ -370,35 +371,44 @@ static void prefix_free(prefix *p)
     EVP_MD_CTX_free(p->md);
 }
 
-/* The static files, in the template's (sorted) order, into p->zip. */
+/*
+ * The static files, in sorted order, into p->zip: the template's, with the
+ * strip variant's in place of its strip files.
+ */
 static int prefix_build(bundle_scratch *sc, const pm_template *t, prefix *p, pm_error *err)
 {
-    packed *files = calloc(t->files_len ? t->files_len : 1, sizeof *files);
+    size_t cap = t->files_len + PM_STRIP_FILES;
+    packed *files = calloc(cap, sizeof *files);
+    const pm_template_file **list = calloc(cap, sizeof *list);
     z_stream z;
-    if (!files || deflate_init(&z, STATIC_LEVEL) != 0) {
+    if (!files || !list || deflate_init(&z, STATIC_LEVEL) != 0) {
         free(files);
+        free(list);
         return pm_error_set(err, PM_ERR_NOMEM, "bundle: out of memory");
     }
+    size_t n = pm_template_pass_files(t, p->strip, list);
     pm_buf_reset(&sc->data);
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < t->files_len; i++)
-        if (!t->files[i].compressed)
-            rc = pack(&z, t->files[i].data, t->files[i].len, &sc->data, &files[i]);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (!list[i]->compressed)
+            rc = pack(&z, list[i]->data, list[i]->len, &sc->data, &files[i]);
     deflateEnd(&z);
     if (rc != 0) {
         free(files);
+        free(list);
         return pm_error_set(err, PM_ERR_NOMEM, "bundle: deflate failed (out of memory)");
     }
     sc->io = (archive_io){.out = &p->zip};
     zip_t *za = archive_open(&sc->io, err);
     rc = za ? 0 : -1;
-    for (size_t i = 0; rc == 0 && i < t->files_len; i++) {
-        const pm_template_file *f = &t->files[i];
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const pm_template_file *f = list[i];
         rc = add_entry(za, f->name, f->compressed ? NULL : &files[i], f->data, f->len, err);
     }
     if (za)
         rc = archive_close(za, rc, err);
     free(files);
+    free(list);
     /* No files: libzip writes nothing, and passes start from an empty archive. */
     if (rc == 0 && p->zip.len > 0 && read_layout(p) != 0)
         rc = pm_error_set(err, PM_ERR_INTERNAL, "bundle: template %s: unexpected archive layout",
@@ -406,11 +416,12 @@ static int prefix_build(bundle_scratch *sc, const pm_template *t, prefix *p, pm_
     return rc;
 }
 
-/* The worker's prefix for tmpl, made on first use. */
-static const prefix *template_prefix(bundle_scratch *sc, const pm_template *tmpl, pm_error *err)
+/* The worker's prefix for tmpl and strip variant, made on first use. */
+static const prefix *template_prefix(bundle_scratch *sc, const pm_template *tmpl,
+                                     const pm_template_strip *strip, pm_error *err)
 {
     for (size_t i = 0; i < sc->cache_len; i++)
-        if (sc->cache[i].tmpl == tmpl)
+        if (sc->cache[i].tmpl == tmpl && sc->cache[i].strip == strip)
             return &sc->cache[i];
     prefix *grown = realloc(sc->cache, (sc->cache_len + 1) * sizeof *grown);
     if (!grown) {
@@ -419,7 +430,7 @@ static const prefix *template_prefix(bundle_scratch *sc, const pm_template *tmpl
     }
     sc->cache = grown;
     prefix *p = &sc->cache[sc->cache_len];
-    *p = (prefix){.tmpl = tmpl};
+    *p = (prefix){.tmpl = tmpl, .strip = strip};
     if (prefix_build(sc, tmpl, p, err) != 0) {
         prefix_free(p);
         return NULL;
@@ -684,7 +695,10 @@ static int bundle_process(void *state, void *scratch, pm_job *job)
         job->signature.len == 0)
         return pm_error_set(&job->err, PM_ERR_INTERNAL, "bundle: missing template, pass.json, "
                             "manifest.json or signature");
-    const prefix *p = template_prefix(sc, job->tmpl, &job->err);
+    /* validate refused unknown names: NULL here means the template's own strip. */
+    const pm_template_strip *strip = pm_template_find_strip(
+        job->tmpl, json_string_value(json_object_get(job->record, "strip_image")));
+    const prefix *p = template_prefix(sc, job->tmpl, strip, &job->err);
     if (!p)
         return -1;
     if (write_zip(sc, job, p) != 0)

@@ -155,6 +155,51 @@ Test(pipeline, split_layout_reads_back_the_full_layout_bytes)
                         pmt_passmill()), 0);
 }
 
+/*
+ * strip_image picks one of the template's strips/<name>.png per record: the
+ * pass carries it as strip.png (hashed in the manifest), the split layout
+ * keeps one prefix per variant, an unknown name is a reject.
+ */
+Test(pipeline, strip_image_per_record_in_both_layouts)
+{
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; mkdir t; cp -r '%s' t/stadium; mkdir t/stadium/strips; "
+                        "cp t/stadium/logo.png t/stadium/strips/gold.png; "
+                        "cp t/stadium/logo@2x.png t/stadium/strips/gold@2x.png; "
+                        "'%s' sample --count 12 --seed 6 | python3 -c 'import json,sys\n"
+                        "for i,l in enumerate(sys.stdin):\n"
+                        "    r=json.loads(l)\n"
+                        "    if i%%2: r[\"strip_image\"]=\"gold\"\n"
+                        "    if i==4: r[\"strip_image\"]=\"silver\"\n"
+                        "    print(json.dumps(r))' > in.jsonl",
+                        pmt_src("config/templates/stadium"), pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, "-X template.dir=\"$W/t\""), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=12 passes=11 unchanged=0 rejects=1");
+    free(summary);
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json; r=json.loads(open(\"rejects.jsonl\").readline());"
+                        " assert (r[\"code\"], r[\"field\"]) == (\"strip_image.unknown\", \"strip_image\"), r;"
+                        " assert \"gold\" in r[\"reason\"] and \"silver\" in r[\"reason\"], r'"), 0);
+    cr_assert_eq(pmt_sh("'%s' verify --quiet --ca \"$W/id/ca.pem\" \"$W\"/store/passes/*.pkpass >/dev/null",
+                        pmt_passmill()), 0);
+    /* odd records carry the gold strip (1x and 2x), even ones the template's own */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; g=0; for p in store/passes/*.pkpass; do "
+                        "  s=$(unzip -p $p pass.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"serialNumber\"])'); "
+                        "  if grep -q \"\\\"$s\\\".*\\\"strip_image\\\": \\\"gold\\\"\" in.jsonl; then "
+                        "    unzip -p $p strip.png | cmp - t/stadium/logo.png; unzip -p $p strip@2x.png | cmp - t/stadium/logo@2x.png; g=$((g+1)); "
+                        "  else unzip -p $p strip.png | cmp - t/stadium/strip.png; fi; done; test $g -eq 6"), 0);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/full\""), 0);
+    cr_assert_eq(run(&summary, "-X template.dir=\"$W/t\" -X store.layout=split"), 1, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; test $(ls store/prefixes | wc -l) -eq 2; "
+                        "for f in full/passes/*.pkpass; do s=$(basename $f .pkpass); "
+                        "'%s' get -c run.conf -X store.layout=split $s | cmp - $f; done",
+                        pmt_passmill()), 0);
+    /* a template whose strips/ holds something else is refused at start-up */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; cp t/stadium/icon.png t/stadium/strips/gold@4x.png; "
+                        "set +e; '%s' run -c run.conf -X template.dir=\"$W/t\" >/dev/null 2>err; "
+                        "test $? -eq 2 && grep -q 'strips/gold@4x.png' err", pmt_passmill()), 0);
+}
+
 /* One hostile record per line, each with the code and field it must get. */
 static const struct {
     const char *patch; /* python expression applied to a valid record r */
