@@ -588,7 +588,8 @@ static int write_zip(bundle_scratch *sc, pm_job *job, const prefix *p)
     if (pm_buf_reserve(out, cd_len + END_RECORD) != 0)
         goto nomem;
     uint8_t *h = out->data + out->len;
-    memcpy(h, p->zip.data + p->local_len, p->cd_len);
+    if (p->cd_len) /* a template without static files has no prefix bytes at all */
+        memcpy(h, p->zip.data + p->local_len, p->cd_len);
     h += p->cd_len;
     for (size_t i = 0; i < N_OWN; i++) {
         central_entry(h, &sc->own[i]);
