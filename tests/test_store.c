@@ -1,6 +1,7 @@
 /* Tests for the local directory store and the key rules every store shares. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +201,61 @@ Test(store_split, one_prefix_per_static_part_and_the_same_bytes_back)
     pm_buf_free(&a);
     pm_buf_free(&b);
     pm_buf_free(&got);
+    pmt_rmrf(root);
+    free(root);
+}
+
+typedef struct putter {
+    pm_store *s;
+    int id, failures;
+} putter;
+
+static void *put_many(void *arg)
+{
+    putter *p = arg;
+    pm_buf b = PM_BUF_INIT;
+    for (int i = 0; i < 40; i++) {
+        char own[64], key[64];
+        snprintf(own, sizeof own, "own bytes of pass %d-%d", p->id, i);
+        snprintf(key, sizeof key, "passes/P%d-%d.pkpass", p->id, i);
+        fake_pass(&b, i % 2 ? "STATIC ODD VARIANT" : "STATIC EVEN VARIANT", own);
+        pm_object o = {key, b.data, b.len, "application/vnd.apple.pkpass", NULL};
+        pm_error err;
+        if (pm_store_put(p->s, &o, &err) != 0)
+            p->failures++;
+    }
+    pm_buf_free(&b);
+    return NULL;
+}
+
+/* Workers put passes at once: every prefix stored once, every pass reads back. */
+Test(store_split, concurrent_puts_share_prefixes)
+{
+    char *root = pmt_tmpdir("splitmt");
+    pm_store *inner, *s;
+    pm_error err;
+    cr_assert_eq(pm_store_local_open(root, false, &inner, &err), 0, "%s", err.message);
+    cr_assert_eq(pm_store_split_open(inner, &s, &err), 0, "%s", err.message);
+    pthread_t th[4];
+    putter p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = (putter){s, i, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, put_many, &p[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(p[i].failures, 0);
+    }
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/prefixes", root);
+    cr_assert_eq(count_entries(dir, ""), 4, "two prefixes (and . ..)");
+    pm_buf want = PM_BUF_INIT, got = PM_BUF_INIT;
+    fake_pass(&want, "STATIC ODD VARIANT", "own bytes of pass 3-39");
+    cr_assert_eq(pm_store_get(s, "passes/P3-39.pkpass", &got, &err), 0, "%s", err.message);
+    cr_assert(got.len == want.len && memcmp(got.data, want.data, want.len) == 0);
+    pm_buf_free(&want);
+    pm_buf_free(&got);
+    pm_store_close(s);
     pmt_rmrf(root);
     free(root);
 }
