@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "registry/registry.h"
 #include "test_util.h"
 
 static char *work; /* per-test temporary folder */
@@ -198,6 +199,33 @@ Test(pipeline, strip_image_per_record_in_both_layouts)
     cr_assert_eq(pmt_sh("set -e; cd \"$W\"; cp t/stadium/icon.png t/stadium/strips/gold@4x.png; "
                         "set +e; '%s' run -c run.conf -X template.dir=\"$W/t\" >/dev/null 2>err; "
                         "test $? -eq 2 && grep -q 'strips/gold@4x.png' err", pmt_passmill()), 0);
+}
+
+/*
+ * A pass issued before strip_image existed must keep its content hash, so a
+ * re-run after the upgrade finds it unchanged rather than re-issuing it.
+ */
+Test(pipeline, strip_image_null_keeps_the_content_hash)
+{
+    const char *old = "{\"action\":\"ISSUE\",\"serial_number\":\"S-1\",\"template_id\":\"stadium\"}";
+    json_t *a = json_loads(old, 0, NULL), *b = json_loads(old, 0, NULL), *c = json_loads(old, 0, NULL);
+    cr_assert(a && b && c);
+    json_object_set_new(b, "strip_image", json_null());
+    json_object_set_new(c, "strip_image", json_string("gold"));
+    uint8_t signer[32] = {1};
+    char ha[65], hb[65], hc[65];
+    pm_buf canon = PM_BUF_INIT;
+    pm_error err;
+    cr_assert_eq(pm_registry_content_hash(a, "active", "v1", signer, &canon, ha, &err), 0, "%s", err.message);
+    cr_assert_eq(pm_registry_content_hash(b, "active", "v1", signer, &canon, hb, &err), 0, "%s", err.message);
+    cr_assert_str_eq(ha, hb, "a null strip_image must not change the hash");
+    cr_assert_eq(pm_registry_content_hash(c, "active", "v1", signer, &canon, hc, &err), 0, "%s", err.message);
+    cr_assert_str_neq(ha, hc, "a chosen strip makes another pass");
+    cr_assert(json_object_get(b, "strip_image"), "the caller's record is left as it was");
+    pm_buf_free(&canon);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
 }
 
 /* One hostile record per line, each with the code and field it must get. */

@@ -129,7 +129,22 @@ int pm_registry_content_hash(const json_t *record, const char *status,
                              pm_buf *canonical, char out[65], pm_error *err)
 {
     pm_buf_reset(canonical);
-    if (json_dump_callback(record, append_json, canonical, JSON_COMPACT | JSON_SORT_KEYS) != 0)
+    /*
+     * Fields added to the schema later (strip_image) are left out while they
+     * hold their default: a pass issued before the field existed keeps its
+     * hash, so a re-run finds it unchanged instead of re-issuing every pass.
+     */
+    json_t *strip = json_object_get(record, "strip_image"), *copy = NULL;
+    if (strip && json_is_null(strip)) {
+        if (!(copy = json_copy((json_t *)record)) || json_object_del(copy, "strip_image") != 0) {
+            json_decref(copy);
+            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+        }
+        record = copy;
+    }
+    int dumped = json_dump_callback(record, append_json, canonical, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(copy);
+    if (dumped != 0)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
     const char *text = (const char *)canonical->data;
     size_t len = canonical->len;

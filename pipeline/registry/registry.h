@@ -147,7 +147,9 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
  * (keys sorted, compact), the status, the template version and the signer
  * certificate's SHA-256.  Two requests with the same hash make the same pass.
  * canonical (reset first) receives the record as the registry stores it:
- * compact JSON with sorted keys, action included.
+ * compact JSON with sorted keys, action included, and without strip_image
+ * when it is null (the field is newer than the first passes: their hashes
+ * stay).
  */
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],
