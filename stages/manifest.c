@@ -418,24 +418,36 @@ static int append_entry(pm_buf *m, bool *first, const char *name, const char *he
     return rc;
 }
 
-static int write_manifest(const pm_template *t, const char *pass_hex, pm_buf *m)
+/* The pass's files (the record's strip variant in place of the template's strip). */
+static int write_manifest(const pm_template *t, const pm_template_strip *strip,
+                          const char *pass_hex, pm_buf *m)
 {
+    const pm_template_file *stack[64], **files = stack;
+    if (t->files_len + PM_STRIP_FILES > sizeof stack / sizeof *stack &&
+        !(files = malloc((t->files_len + PM_STRIP_FILES) * sizeof *files)))
+        return -1;
+    size_t n = pm_template_pass_files(t, strip, files);
     bool first = true, pass_done = false;
+    int rc = -1;
     pm_buf_reset(m);
     if (pm_buf_append_str(m, "{") != 0)
-        return -1;
-    for (size_t i = 0; i < t->files_len; i++) {
-        if (!pass_done && strcmp("pass.json", t->files[i].name) < 0) {
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        if (!pass_done && strcmp("pass.json", files[i]->name) < 0) {
             if (append_entry(m, &first, "pass.json", pass_hex) != 0)
-                return -1;
+                goto done;
             pass_done = true;
         }
-        if (append_entry(m, &first, t->files[i].name, t->files[i].sha1_hex) != 0)
-            return -1;
+        if (append_entry(m, &first, files[i]->name, files[i]->sha1_hex) != 0)
+            goto done;
     }
     if (!pass_done && append_entry(m, &first, "pass.json", pass_hex) != 0)
-        return -1;
-    return pm_buf_append_str(m, "}");
+        goto done;
+    rc = pm_buf_append_str(m, "}");
+done:
+    if (files != stack)
+        free(files);
+    return rc;
 }
 
 /* ---- the stage -------------------------------------------------------- */
@@ -623,7 +635,9 @@ static int manifest_process(void *state, void *scratch, pm_job *job)
     char hex[41];
     if (sha1_hex(sc, &job->pass_json, hex, &job->err) != 0)
         return -1;
-    if (write_manifest(job->tmpl, hex, &job->manifest_json) != 0)
+    const pm_template_strip *strip = pm_template_find_strip(
+        job->tmpl, json_string_value(json_object_get(job->record, "strip_image")));
+    if (write_manifest(job->tmpl, strip, hex, &job->manifest_json) != 0)
         return pm_error_set(&job->err, PM_ERR_NOMEM, "manifest: out of memory");
     return 0;
 }

@@ -513,6 +513,29 @@ static int check_template(vc *v, json_t *rec, const pm_template **tmpl)
     return 0;
 }
 
+/* strip_image: null (the template's own strip) or one of its strips/<name>.png variants. */
+static int check_strip(vc *v, json_t *rec, const pm_template *tmpl)
+{
+    static const text_spec spec = {64, UNIT_CHARS, true, true, false, NULL};
+    text t;
+    json_t *j = json_object_get(rec, "strip_image");
+    if (!j || json_is_null(j)) /* absent: a record older than the field (a registry row) */
+        return 0;
+    if (text_value(v, FP("strip_image"), j, &spec, &t))
+        return -1;
+    if (pm_template_find_strip(tmpl, t.s))
+        return 0;
+    char q[QUOTE_BUF], names[256] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < tmpl->strips_len && used < sizeof names - 70; i++)
+        used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "",
+                                 tmpl->strips[i].name);
+    return reject(v, "strip_image.unknown", FP("strip_image"),
+                  "expected the name of a strip image of template %s (%s), found %s", tmpl->id,
+                  tmpl->strips_len ? names : "it has none: no strips/ folder",
+                  quote(q, t.s, t.len));
+}
+
 static int check_pass_groups(vc *v, json_t *rec)
 {
     json_t *arr;
@@ -903,6 +926,7 @@ static int validate_record(vc *v, json_t *rec, const pm_template **tmpl, const c
         check_id(v, FP("serial_number"), &t, "serial.format", PM_ID_MAX, true) ||
         check_action(v, rec, status) ||
         check_template(v, rec, tmpl) ||
+        check_strip(v, rec, *tmpl) ||
         check_pass_groups(v, rec) ||
         check_event(v, rec) ||
         check_attendee(v, rec) ||

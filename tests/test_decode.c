@@ -38,7 +38,7 @@ static const char *MINIMAL_NORMALIZED =
     "\"barcode\":{\"format\":\"QRCODE\",\"message\":\"m\",\"alt_text\":null,"
     "\"encoding\":\"iso-8859-1\"},"
     "\"locations\":[],\"beacons\":[],\"sharing_prohibited\":null,\"relevant_date\":null,"
-    "\"expiration_date\":null,\"custom_fields\":[],\"metadata\":{}}";
+    "\"expiration_date\":null,\"custom_fields\":[],\"metadata\":{},\"strip_image\":null}";
 
 static pm_config *cfg;
 static pm_context ctx;
@@ -53,7 +53,7 @@ static void setup(void)
     tmp = pmt_tmpdir("decode");
     cr_assert_not_null(tmp);
     /* id 7 names a valid Avro schema that is not ours. */
-    char other[512], evolved[512], ids[2000];
+    char other[512], evolved[512], older[512], ids[2000];
     snprintf(other, sizeof other, "%s/other.avsc", tmp);
     const char *otxt = "{\"type\":\"record\",\"name\":\"Other\",\"fields\":"
                        "[{\"name\":\"x\",\"type\":\"long\"}]}";
@@ -69,8 +69,19 @@ static void setup(void)
     snprintf(evolved, sizeof evolved, "%s/evolved.avsc", tmp);
     cr_assert_eq(pmt_write_file(evolved, etxt, strlen(etxt)), 0);
     free(etxt);
-    snprintf(ids, sizeof ids, "1:%s, 7:%s, 3:%s", pmt_src("schemas/pass_request.avsc"), other,
-             evolved);
+    /* id 4: the schema before strip_image (its last field) was added */
+    def = json_loads(pm_schema_pass_request_json, 0, NULL);
+    json_t *fields = json_object_get(def, "fields");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(fields, json_array_size(fields) - 1),
+                                                       "name")), "strip_image");
+    json_array_remove(fields, json_array_size(fields) - 1);
+    etxt = json_dumps(def, JSON_COMPACT);
+    json_decref(def);
+    snprintf(older, sizeof older, "%s/older.avsc", tmp);
+    cr_assert_eq(pmt_write_file(older, etxt, strlen(etxt)), 0);
+    free(etxt);
+    snprintf(ids, sizeof ids, "1:%s, 7:%s, 3:%s, 4:%s", pmt_src("schemas/pass_request.avsc"), other,
+             evolved, older);
     cfg = pm_config_create();
     cr_assert_not_null(cfg);
     cr_assert_eq(pm_config_set(cfg, "kafka.schema_ids", ids, &err), 0, "%s", err.message);
@@ -203,7 +214,8 @@ Test(decode, key_order_follows_schema_not_input)
     json_t *v;
     const char *want[] = {"serial_number", "action", "template_id", "pass_group_ids", "event",
                           "attendee", "barcode", "locations", "beacons", "sharing_prohibited",
-                          "relevant_date", "expiration_date", "custom_fields", "metadata"};
+                          "relevant_date", "expiration_date", "custom_fields", "metadata",
+                          "strip_image"};
     size_t i = 0;
     json_object_foreach(job.record, key, v) {
         cr_assert_lt(i, sizeof want / sizeof want[0]);
@@ -1027,6 +1039,28 @@ Test(resolve, an_incompatible_writer_is_a_clear_error)
                  "unknown", "nosuch");
     incompatible("{\"type\":\"record\",\"name\":\"t.R\",\"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
                  "{\"name\":\"a\",\"type\":\"int\"}]}", "defined twice", NULL);
+}
+
+/* Avro written before strip_image existed still decodes: the field gets its default. */
+Test(decode, confluent_writer_schema_without_strip_image_is_resolved)
+{
+    json_t *in = parse(MINIMAL);
+    size_t len;
+    unsigned char *bin = to_avro(in, &len);
+    cr_assert_eq(bin[len - 1], 0, "strip_image null is the datum's last byte");
+    unsigned char *framed = malloc(len + 5);
+    memcpy(framed, "\x00\x00\x00\x00\x04", 5);
+    memcpy(framed + 5, bin, len - 1);
+    pm_job job;
+    cr_assert_eq(run(&job, PM_INPUT_CONFLUENT, framed, len + 4), 0, "%s %s: %s",
+                 job.err.reason, job.err.field, job.err.message);
+    char *got = dump(job.record);
+    cr_assert_str_eq(got, MINIMAL_NORMALIZED);
+    free(got);
+    pm_job_free(&job);
+    free(framed);
+    free(bin);
+    json_decref(in);
 }
 
 Test(decode, confluent_writer_schema_with_one_more_field_is_resolved)

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+#include <zip.h>
 
 #include "stages/bundle.h"
 #include "engine/job.h"
@@ -669,6 +670,55 @@ Test(manifest, bundle_is_a_valid_pkpass)
         snprintf(hex + 2 * i, 3, "%02x", job.pkpass_sha256[i]);
     cr_assert(strncmp(sum, hex, 64) == 0, "%s vs %s", sum, hex);
     free(sum);
+    pm_job_free(&job);
+}
+
+/*
+ * The per-pass entries are written by bundle.c itself, not libzip: every
+ * reader must agree with what the job holds (libzip, Python's zipfile).
+ */
+Test(manifest, bundle_reads_back_with_libzip_and_python)
+{
+    pm_job job;
+    build_pass(&job, NOW);
+    zip_error_t ze;
+    zip_error_init(&ze);
+    zip_source_t *src = zip_source_buffer_create(job.pkpass.data, job.pkpass.len, 0, &ze);
+    cr_assert_not_null(src);
+    zip_t *za = zip_open_from_source(src, ZIP_CHECKCONS | ZIP_RDONLY, &ze);
+    cr_assert_not_null(za, "libzip: %s", zip_error_strerror(&ze));
+    cr_assert_eq(zip_get_num_entries(za, 0), (zip_int64_t)tmpl->files_len + 3);
+    const pm_buf *own[3] = {&job.pass_json, &job.manifest_json, &job.signature};
+    const char *names[3] = {"pass.json", "manifest.json", "signature"};
+    for (int i = 0; i < 3; i++) {
+        zip_stat_t st;
+        cr_assert_eq(zip_stat(za, names[i], 0, &st), 0, "%s", names[i]);
+        cr_assert_eq(st.size, own[i]->len);
+        uint8_t *got = malloc(own[i]->len + 1);
+        zip_file_t *zf = zip_fopen(za, names[i], 0);
+        cr_assert_not_null(zf, "%s", names[i]);
+        cr_assert_eq(zip_fread(zf, got, own[i]->len + 1), (zip_int64_t)own[i]->len);
+        cr_assert_eq(zip_fclose(zf), 0, "%s: CRC or size wrong", names[i]);
+        cr_assert_eq(memcmp(got, own[i]->data, own[i]->len), 0, "%s", names[i]);
+        free(got);
+    }
+    for (size_t i = 0; i < tmpl->files_len; i++) {
+        zip_stat_t st;
+        cr_assert_eq(zip_stat(za, tmpl->files[i].name, 0, &st), 0, "%s", tmpl->files[i].name);
+        cr_assert_eq(st.index, i, "static files first, in order");
+    }
+    zip_close(za);
+    zip_error_fini(&ze);
+
+    char zip[700];
+    write_buf("p.pkpass", &job.pkpass, zip, sizeof zip);
+    cr_assert_eq(pmt_sh("python3 -c 'import zipfile,sys\n"
+                        "z=zipfile.ZipFile(sys.argv[1])\n"
+                        "assert z.testzip() is None\n"
+                        "import subprocess\n"
+                        "for n in z.namelist():\n"
+                        "    assert z.read(n)==subprocess.run([\"unzip\",\"-p\",sys.argv[1],n],"
+                        "capture_output=True,check=True).stdout, n\n' '%s'", zip), 0);
     pm_job_free(&job);
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "registry/registry.h"
 #include "test_util.h"
 
 static char *work; /* per-test temporary folder */
@@ -148,6 +149,120 @@ Test(pipeline, fixed_clock_gives_byte_identical_output)
     free(out);
     cr_assert_eq(status, 0);
     cr_assert_neq(pmt_sh("diff -r -q \"$W/store1\" \"$W/store\" >/dev/null"), 0);
+}
+
+/*
+ * store.layout = split keeps the template's static entries once and per pass
+ * only its own bytes; `passmill get` must give back exactly the bytes the
+ * full layout stores, whose sha256 the registry holds.
+ */
+Test(pipeline, split_layout_reads_back_the_full_layout_bytes)
+{
+    cr_assert_eq(pmt_sh("'%s' sample --count 25 --seed 4 > '%s/in.jsonl'", pmt_passmill(), work), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, NULL), 0, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/full\""), 0);
+    cr_assert_eq(run(&summary, "-X store.layout=split -X registry.path=\"$W/reg.db\""), 0, "%s",
+                 summary);
+    cr_assert_str_eq(summary, "in=25 passes=25 unchanged=0 rejects=0");
+    free(summary);
+    /* One prefix for the one template version; no .pkpass objects; parts are small. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W/store\"; test $(ls prefixes | wc -l) -eq 1; "
+                        "test $(ls passes/*.part | wc -l) -eq 25; ! ls passes/*.pkpass 2>/dev/null; "
+                        "test $(cat passes/*.part | wc -c) -lt $((25 * 8000))"), 0);
+    /* get checks each pass against the registry's sha256 too. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; n=0; for f in full/passes/*.pkpass; do "
+                        "  s=$(basename $f .pkpass); "
+                        "  '%s' get -c run.conf -X store.layout=split -X registry.path=reg.db $s > got; "
+                        "  cmp got $f; '%s' get -c run.conf -X store.layout=split $s -o got2; cmp got2 $f; "
+                        "  n=$((n+1)); done; test $n -eq 25", pmt_passmill(), pmt_passmill()), 0);
+    /* ... and the full layout reads back through the same command. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; f=$(ls full/passes/*.pkpass | head -1); "
+                        "'%s' get -c run.conf -X store.dir=\"$W/full\" $(basename $f .pkpass) | cmp - $f",
+                        pmt_passmill()), 0);
+    /* A damaged part is refused against the registry (exit 1), and an unknown serial too. */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; p=$(ls store/passes/*.part | head -1); "
+                        "printf 'x' >> $p; s=$(basename $p .part); "
+                        "set +e; '%s' get -c run.conf -X store.layout=split -X registry.path=reg.db $s "
+                        ">/dev/null 2>err; test $? -eq 1 && grep -q 'the registry says' err && "
+                        "'%s' get -c run.conf -X store.layout=split NO-SUCH >/dev/null 2>&1; test $? -eq 1",
+                        pmt_passmill(), pmt_passmill()), 0);
+    /* A layout that does not exist is a configuration error. */
+    cr_assert_eq(pmt_sh("'%s' get -c \"$W/run.conf\" -X store.layout=halves X 2>/dev/null; test $? -eq 2",
+                        pmt_passmill()), 0);
+}
+
+/*
+ * strip_image picks one of the template's strips/<name>.png per record: the
+ * pass carries it as strip.png (hashed in the manifest), the split layout
+ * keeps one prefix per variant, an unknown name is a reject.
+ */
+Test(pipeline, strip_image_per_record_in_both_layouts)
+{
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; mkdir t; cp -r '%s' t/stadium; mkdir t/stadium/strips; "
+                        "cp t/stadium/logo.png t/stadium/strips/gold.png; "
+                        "cp t/stadium/logo@2x.png t/stadium/strips/gold@2x.png; "
+                        "'%s' sample --count 12 --seed 6 | python3 -c 'import json,sys\n"
+                        "for i,l in enumerate(sys.stdin):\n"
+                        "    r=json.loads(l)\n"
+                        "    if i%%2: r[\"strip_image\"]=\"gold\"\n"
+                        "    if i==4: r[\"strip_image\"]=\"silver\"\n"
+                        "    print(json.dumps(r))' > in.jsonl",
+                        pmt_src("config/templates/stadium"), pmt_passmill()), 0);
+    char *summary;
+    cr_assert_eq(run(&summary, "-X template.dir=\"$W/t\""), 1, "%s", summary);
+    cr_assert_str_eq(summary, "in=12 passes=11 unchanged=0 rejects=1");
+    free(summary);
+    cr_assert_eq(pmt_sh("cd \"$W\" && python3 -c 'import json; r=json.loads(open(\"rejects.jsonl\").readline());"
+                        " assert (r[\"code\"], r[\"field\"]) == (\"strip_image.unknown\", \"strip_image\"), r;"
+                        " assert \"gold\" in r[\"reason\"] and \"silver\" in r[\"reason\"], r'"), 0);
+    cr_assert_eq(pmt_sh("'%s' verify --quiet --ca \"$W/id/ca.pem\" \"$W\"/store/passes/*.pkpass >/dev/null",
+                        pmt_passmill()), 0);
+    /* odd records carry the gold strip (1x and 2x), even ones the template's own */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; g=0; for p in store/passes/*.pkpass; do "
+                        "  s=$(unzip -p $p pass.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"serialNumber\"])'); "
+                        "  if grep -q \"\\\"$s\\\".*\\\"strip_image\\\": \\\"gold\\\"\" in.jsonl; then "
+                        "    unzip -p $p strip.png | cmp - t/stadium/logo.png; unzip -p $p strip@2x.png | cmp - t/stadium/logo@2x.png; g=$((g+1)); "
+                        "  else unzip -p $p strip.png | cmp - t/stadium/strip.png; fi; done; test $g -eq 6"), 0);
+    cr_assert_eq(pmt_sh("mv \"$W/store\" \"$W/full\""), 0);
+    cr_assert_eq(run(&summary, "-X template.dir=\"$W/t\" -X store.layout=split"), 1, "%s", summary);
+    free(summary);
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; test $(ls store/prefixes | wc -l) -eq 2; "
+                        "for f in full/passes/*.pkpass; do s=$(basename $f .pkpass); "
+                        "'%s' get -c run.conf -X store.layout=split $s | cmp - $f; done",
+                        pmt_passmill()), 0);
+    /* a template whose strips/ holds something else is refused at start-up */
+    cr_assert_eq(pmt_sh("set -e; cd \"$W\"; cp t/stadium/icon.png t/stadium/strips/gold@4x.png; "
+                        "set +e; '%s' run -c run.conf -X template.dir=\"$W/t\" >/dev/null 2>err; "
+                        "test $? -eq 2 && grep -q 'strips/gold@4x.png' err", pmt_passmill()), 0);
+}
+
+/*
+ * A pass issued before strip_image existed must keep its content hash, so a
+ * re-run after the upgrade finds it unchanged rather than re-issuing it.
+ */
+Test(pipeline, strip_image_null_keeps_the_content_hash)
+{
+    const char *old = "{\"action\":\"ISSUE\",\"serial_number\":\"S-1\",\"template_id\":\"stadium\"}";
+    json_t *a = json_loads(old, 0, NULL), *b = json_loads(old, 0, NULL), *c = json_loads(old, 0, NULL);
+    cr_assert(a && b && c);
+    json_object_set_new(b, "strip_image", json_null());
+    json_object_set_new(c, "strip_image", json_string("gold"));
+    uint8_t signer[32] = {1};
+    char ha[65], hb[65], hc[65];
+    pm_buf canon = PM_BUF_INIT;
+    pm_error err;
+    cr_assert_eq(pm_registry_content_hash(a, "active", "v1", signer, &canon, ha, &err), 0, "%s", err.message);
+    cr_assert_eq(pm_registry_content_hash(b, "active", "v1", signer, &canon, hb, &err), 0, "%s", err.message);
+    cr_assert_str_eq(ha, hb, "a null strip_image must not change the hash");
+    cr_assert_eq(pm_registry_content_hash(c, "active", "v1", signer, &canon, hc, &err), 0, "%s", err.message);
+    cr_assert_str_neq(ha, hc, "a chosen strip makes another pass");
+    cr_assert(json_object_get(b, "strip_image"), "the caller's record is left as it was");
+    pm_buf_free(&canon);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
 }
 
 /* One hostile record per line, each with the code and field it must get. */

@@ -871,3 +871,79 @@ Test(s3, concurrent_puts_all_land, .init = need_server, .timeout = 90)
     pm_store_close(st);
     pm_config_destroy(cfg);
 }
+
+/* ---- store.layout = split over S3 ---- */
+
+static void put16le(pm_buf *b, unsigned v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    pm_buf_append(b, x, 2);
+}
+
+/* Static bytes, then "pass.json"'s entry, a central directory naming it, the end record. */
+static void fake_pass(pm_buf *b, const uint8_t *statics, size_t slen, const char *own)
+{
+    pm_buf_reset(b);
+    pm_buf_append(b, statics, slen);
+    uint32_t off = (uint32_t)b->len;
+    pm_buf_append_str(b, own);
+    uint32_t cd = (uint32_t)b->len;
+    put16le(b, 0x4b50);
+    put16le(b, 0x0201);
+    for (int i = 0; i < 19; i++)
+        put16le(b, i == 12 ? 9 : 0); /* the name length sits at offset 28 */
+    put16le(b, off & 0xffff);
+    put16le(b, off >> 16);
+    pm_buf_append_str(b, "pass.json");
+    uint32_t cd_len = (uint32_t)b->len - cd;
+    put16le(b, 0x4b50);
+    put16le(b, 0x0605);
+    put16le(b, 0);
+    put16le(b, 0);
+    put16le(b, 1);
+    put16le(b, 1);
+    put16le(b, cd_len & 0xffff);
+    put16le(b, cd_len >> 16);
+    put16le(b, cd & 0xffff);
+    put16le(b, cd >> 16);
+    put16le(b, 0);
+}
+
+Test(s3, split_layout_puts_the_prefix_once_and_reads_the_same_bytes, .init = need_server)
+{
+    pm_config *cfg = s3_config("split");
+    pm_error err;
+    cr_assert(pm_config_set(cfg, "store.layout", "split", &err) == 0);
+    pm_store *st = NULL;
+    cr_assert(pm_store_open(cfg, &st, &err) == 0, "open: %s", err.message);
+    cr_assert_str_eq(st->ops->name, "split");
+    static uint8_t statics[90000];
+    fill(statics, sizeof statics, 3);
+    pm_buf a = PM_BUF_INIT, b = PM_BUF_INIT;
+    fake_pass(&a, statics, sizeof statics, "pass A's own bytes");
+    fake_pass(&b, statics, sizeof statics, "pass B, other own bytes");
+    put_ok(st, "passes/A.pkpass", a.data, a.len, "application/vnd.apple.pkpass");
+    put_ok(st, "passes/B.pkpass", b.data, b.len, "application/vnd.apple.pkpass");
+    cr_assert_null(pm_store_url(st, "passes/A.pkpass", 0), "no direct link to a split pass");
+    pm_store_close(st);
+    /* A fresh store reads the prefix from the bucket; the raw objects are what the layout says. */
+    cr_assert(pm_store_open(cfg, &st, &err) == 0, "open: %s", err.message);
+    get_equals(st, "passes/A.pkpass", a.data, a.len);
+    get_equals(st, "passes/B.pkpass", b.data, b.len);
+    pm_store_close(st);
+    cr_assert(pm_config_set(cfg, "store.layout", "full", &err) == 0);
+    st = open_store(cfg);
+    pm_buf part = PM_BUF_INIT;
+    cr_assert(pm_store_get(st, "passes/A.part", &part, &err) == 0, "%s", err.message);
+    cr_assert_lt(part.len, 300, "only the pass's own bytes: %zu", part.len);
+    cr_assert(strncmp((const char *)part.data, "passmill-split 1 prefixes/", 26) == 0);
+    char key[100];
+    memcpy(key, part.data + 17, 84); /* "prefixes/<64 hex>.zip-prefix" */
+    key[84] = '\0';
+    get_equals(st, key, statics, sizeof statics);
+    pm_buf_free(&part);
+    pm_buf_free(&a);
+    pm_buf_free(&b);
+    pm_store_close(st);
+    pm_config_destroy(cfg);
+}

@@ -751,4 +751,40 @@ Test(template, autogen_settings_errors)
     write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
                    "\"autogenerate_barcode_value_length\": \"12\"}");
     expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
+
+/* strips/<name>.png variants: kept apart from the static files, swapped in per pass. */
+Test(template, strip_variants_load_apart_and_replace_the_strip)
+{
+    cr_assert_eq(pmt_sh("cd '%s' && mkdir strips && cp logo.png strips/gold.png && "
+                        "cp logo@2x.png strips/gold@2x.png && cp icon.png strips/blue.png", copy), 0);
+    pm_template *t = load_ok(copy);
+    cr_assert_eq(t->strips_len, 2);
+    cr_assert_str_eq(t->strips[0].name, "blue");
+    cr_assert_str_eq(t->strips[1].name, "gold");
+    for (size_t i = 0; i < t->files_len; i++)
+        cr_assert(strncmp(t->files[i].name, "strips/", 7) != 0, "%s", t->files[i].name);
+    const pm_template_strip *gold = pm_template_find_strip(t, "gold");
+    cr_assert_eq(gold, &t->strips[1]);
+    cr_assert_null(pm_template_find_strip(t, "silver"));
+    cr_assert_null(pm_template_find_strip(t, NULL));
+    const pm_template_file *files[64];
+    size_t n = pm_template_pass_files(t, gold, files);
+    cr_assert_eq(n, t->files_len, "strip.png and strip@2x.png replaced, none added");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            cr_assert_lt(strcmp(files[i - 1]->name, files[i]->name), 0, "sorted");
+        if (!strcmp(files[i]->name, "strip.png"))
+            cr_assert_eq(files[i], &gold->files[0]);
+        if (!strcmp(files[i]->name, "strip@2x.png"))
+            cr_assert_eq(files[i], &gold->files[1]);
+    }
+    /* blue has no @2x: the pass then has no strip@2x.png at all */
+    n = pm_template_pass_files(t, pm_template_find_strip(t, "blue"), files);
+    cr_assert_eq(n, t->files_len - 1);
+    pm_template_destroy(t);
+    /* a variant needs its 1x image; nothing but variant images may sit in strips/ */
+    cr_assert_eq(pmt_sh("rm '%s/strips/gold.png'", copy), 0);
+    expect_fail("strips/gold@2x.png", "has no strips/gold.png");
+    cr_assert_eq(pmt_sh("rm '%s/strips/gold@2x.png' && echo x > '%s/strips/notes.txt'", copy, copy), 0);
+    expect_fail("strips/notes.txt", "not a strip image");
 }

@@ -65,7 +65,8 @@ static const char VALID[] =
     "  {\"key\": \"parking\", \"label\": \"Parking\", \"value\": \"Lot B\"},"
     "  {\"key\": \"bag_policy\", \"label\": \"Bag policy\", \"value\": \"Small bags only\"}"
     "],"
-    "\"metadata\": {\"order_id\": \"778899\", \"channel\": \"web\"}"
+    "\"metadata\": {\"order_id\": \"778899\", \"channel\": \"web\"},"
+    "\"strip_image\": null"
     "}";
 
 static pm_context ctx;

@@ -26,5 +26,6 @@ int cmd_export(int argc, char **argv);     /* cmd_registry.c */
 int cmd_url(int argc, char **argv);        /* cmd_registry.c */
 int cmd_link(int argc, char **argv);       /* cmd_registry.c */
 int cmd_serve(int argc, char **argv);      /* cmd_serve.c */
+int cmd_get(int argc, char **argv);        /* cmd_get.c */
 
 #endif

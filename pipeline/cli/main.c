@@ -23,6 +23,7 @@ static const command commands[] = {
     {"url", cmd_url, "print a fresh download URL of a pass and its QR image"},
     {"serve", cmd_serve, "serve Apple's pass web service and the ticket downloads over HTTP"},
     {"link", cmd_link, "print signed, expiring download links of a ticket (for serve)"},
+    {"get", cmd_get, "write one stored .pkpass to stdout or a file (either store layout)"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

@@ -29,6 +29,7 @@ const pm_config_key pm_config_keys[] = {
     K("store.type", PM_CFG_STRING, store_type, "local", "Object store: local or s3."),
     K("store.dir", PM_CFG_PATH, store_dir, "store", "Local store root folder."),
     K("store.fsync", PM_CFG_BOOL, store_fsync, "true", "Local store: fsync objects before reporting them stored."),
+    K("store.layout", PM_CFG_STRING, store_layout, "full", "full: one object per pass (direct links work); split: the template's static files once per template version, per pass only its own bytes, assembled on read (passmill get)."),
     K("output.rejects", PM_CFG_PATH, rejects_path, "rejects.jsonl", "Rejects file (JSON Lines)."),
     K("output.ledger", PM_CFG_PATH, ledger_path, "ledger.jsonl.zst", "Results ledger (zstd-compressed JSON Lines)."),
     K("registry.path", PM_CFG_PATH, registry_path, "", "SQLite registry file (WAL): every pass, result and reject; empty (and no registry.url) = no registry."),

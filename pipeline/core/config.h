@@ -57,6 +57,7 @@ typedef struct pm_config {
     char *store_type;         /* "local" or "s3" */
     char *store_dir;          /* local store root */
     bool store_fsync;         /* fsync objects (batched per directory) */
+    char *store_layout;       /* "full" or "split" (stores/store.h) */
     char *rejects_path;       /* JSON Lines rejects file */
     char *ledger_path;        /* zstd JSON Lines results ledger */
 

@@ -130,7 +130,7 @@ static size_t after_action(const char *text, size_t len)
  * field existed keeps its content hash (its ISSUE sent again is still
  * `unchanged`, not serial.exists) and the stored text stays the same.
  */
-static const char *const later_fields[] = {"sharing_prohibited"};
+static const char *const later_fields[] = {"sharing_prohibited", "strip_image"};
 
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],

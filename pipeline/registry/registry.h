@@ -200,8 +200,8 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
  * certificate's SHA-256.  Two requests with the same hash make the same pass.
  * canonical (reset first) receives the record as the registry stores it:
  * compact JSON with sorted keys, action included.  Fields added to the
- * schema later (sharing_prohibited) are left out while null, so passes
- * stored before them keep their hash.
+ * schema later (sharing_prohibited, strip_image) are left out while null,
+ * so passes stored before them keep their hash.
  */
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],

@@ -25,12 +25,39 @@ bool pm_store_key_valid(const char *key)
 
 int pm_store_open(const pm_config *cfg, pm_store **out, pm_error *err)
 {
+    bool split = strcmp(cfg->store_layout, "split") == 0;
+    if (!split && strcmp(cfg->store_layout, "full") != 0)
+        return pm_error_set(err, PM_ERR_CONFIG, "store.layout: expected full or split, got '%s'",
+                            cfg->store_layout);
+    pm_store *s;
+    int rc;
     if (strcmp(cfg->store_type, "local") == 0)
-        return pm_store_local_open(cfg->store_dir, cfg->store_fsync, out, err);
-    if (strcmp(cfg->store_type, "s3") == 0)
-        return pm_store_s3_open(cfg, out, err);
-    return pm_error_set(err, PM_ERR_CONFIG, "store.type: expected local or s3, got '%s'",
-                        cfg->store_type);
+        rc = pm_store_local_open(cfg->store_dir, cfg->store_fsync, &s, err);
+    else if (strcmp(cfg->store_type, "s3") == 0)
+        rc = pm_store_s3_open(cfg, &s, err);
+    else
+        return pm_error_set(err, PM_ERR_CONFIG, "store.type: expected local or s3, got '%s'",
+                            cfg->store_type);
+    if (rc != 0)
+        return rc;
+    if (!split) {
+        *out = s;
+        return 0;
+    }
+    return pm_store_split_open(s, out, err);
+}
+
+int pm_store_stream(pm_store *s, const char *key, pm_store_sink sink, void *ctx, pm_error *err)
+{
+    if (s->ops->stream)
+        return s->ops->stream(s, key, sink, ctx, err);
+    pm_buf b;
+    pm_buf_init(&b);
+    int rc = pm_store_get(s, key, &b, err);
+    if (rc == 0 && sink(ctx, b.data, b.len) != 0)
+        rc = pm_error_set(err, PM_ERR_IO, "store: writing '%s' out failed", key);
+    pm_buf_free(&b);
+    return rc;
 }
 
 void pm_store_close(pm_store *s)

@@ -13,6 +13,14 @@
  * full (never partially), and durable -- or, for stores with a sync op,
  * durable after the next pm_store_sync().  It is safe to call from many
  * threads at once.
+ *
+ * Layouts (store.layout, docs/s3.md): "full" keeps every pass as one
+ * object, "passes/<serial>.pkpass" (a direct link can hand it out).
+ * "split" (store_split.c) wraps the store: the static entries every pass of
+ * one template version shares are written once, per pass only its own
+ * bytes (~5 KB), and get/stream of the .pkpass key assemble the same bytes
+ * that were put.  Read passes through stores/pass_read.h, which works with
+ * either.
  */
 #ifndef PM_STORE_H
 #define PM_STORE_H
@@ -35,6 +43,9 @@ typedef struct pm_object {
 
 typedef struct pm_store pm_store;
 
+/* Receives an object's bytes in order, in one or more pieces; non-zero stops. */
+typedef int (*pm_store_sink)(void *ctx, const uint8_t *data, size_t len);
+
 typedef struct pm_store_ops {
     const char *name;
     int (*put)(pm_store *s, const pm_object *obj, pm_error *err);
@@ -49,6 +60,8 @@ typedef struct pm_store_ops {
     /* A URL a buyer can fetch the object with (presigned for S3); NULL if none. Caller frees. */
     char *(*url)(pm_store *s, const char *key, int64_t now);
     void (*close)(pm_store *s);
+    /* Hand an object's bytes to sink without one buffer for all of it; NULL: get + one call. */
+    int (*stream)(pm_store *s, const char *key, pm_store_sink sink, void *ctx, pm_error *err);
 } pm_store_ops;
 
 /* Every implementation's struct starts with this. */
@@ -62,6 +75,7 @@ static inline int pm_store_get(pm_store *s, const char *k, pm_buf *b, pm_error *
 static inline int pm_store_sync(pm_store *s, pm_error *e) { return s->ops->sync ? s->ops->sync(s, e) : 0; }
 static inline char *pm_store_url(pm_store *s, const char *k, int64_t now) { return s->ops->url ? s->ops->url(s, k, now) : NULL; }
 void pm_store_close(pm_store *s);
+int pm_store_stream(pm_store *s, const char *key, pm_store_sink sink, void *ctx, pm_error *err);
 
 bool pm_store_key_valid(const char *key);
 
@@ -71,5 +85,7 @@ void pm_store_pass_keys(const char *serial, char *pkpass, size_t plen, char *qr,
 /* Constructors, used by pm_store_open and tests. */
 int pm_store_local_open(const char *root, bool fsync_objects, pm_store **out, pm_error *err);
 int pm_store_s3_open(const pm_config *cfg, pm_store **out, pm_error *err);
+/* store.layout = split over inner (owned from now on, closed with it, even on error). */
+int pm_store_split_open(pm_store *inner, pm_store **out, pm_error *err);
 
 #endif

@@ -282,9 +282,9 @@ static int read_folder(loader *ld, int dirfd, const char *prefix)
         } else if (S_ISLNK(st.st_mode)) {
             rc = fail(ld, name, "symlinks are not allowed");
         } else if (S_ISDIR(st.st_mode)) {
-            if (*prefix || !valid_lproj(names[i])) {
+            if (*prefix || (!valid_lproj(names[i]) && strcmp(names[i], "strips") != 0)) {
                 rc = fail(ld, name, "unexpected folder (only xx.lproj localisation "
-                          "folders, holding files, are allowed)");
+                          "folders and strips/, holding files, are allowed)");
                 continue;
             }
             int sub = openat(dirfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -850,11 +850,39 @@ static int hash_version(loader *ld, EVP_MD *sha256, char version[17])
     return 0;
 }
 
+/*
+ * "strips/gold@2x.png" -> base "gold", *scale 1 (0: 1x, 1: @2x, 2: @3x).
+ * false for anything else.
+ */
+static bool strip_variant(const char *path, char *base, int *scale)
+{
+    if (strncmp(path, "strips/", 7) != 0 || !ends_with(path, ".png"))
+        return false;
+    const char *n = path + 7;
+    size_t len = strlen(n) - 4;
+    int k = 0;
+    if (len > 3 && (memcmp(n + len - 3, "@2x", 3) == 0 || memcmp(n + len - 3, "@3x", 3) == 0)) {
+        k = n[len - 2] == '2' ? 1 : 2;
+        len -= 3;
+    }
+    if (len == 0 || len > MAX_NAME)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!id_char(n[i]))
+            return false;
+    memcpy(base, n, len);
+    base[len] = '\0';
+    if (scale)
+        *scale = k;
+    return true;
+}
+
 /* Move the static files (all but pass.json) into t, SHA-1 hashing each once. */
 static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
 {
     t->files = calloc(ld->len ? ld->len : 1, sizeof *t->files);
-    if (!t->files)
+    t->strips = calloc(ld->len ? ld->len : 1, sizeof *t->strips);
+    if (!t->files || !t->strips)
         return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
     for (size_t i = 0; i < ld->len; i++) {
         loaded_file *f = &ld->files[i];
@@ -868,11 +896,35 @@ static int take_files(loader *ld, EVP_MD *sha1, pm_template *t)
             pm_error_add_openssl(ld->err);
             return -1;
         }
-        pm_template_file *tf = &t->files[t->files_len++];
-        tf->name = f->name;
+        char base[MAX_NAME + 1];
+        int scale = 0;
+        pm_template_file *tf;
+        if (strip_variant(f->name, base, &scale)) {
+            /* Files come sorted, but "gold@2x.png" sorts before "gold.png": look it up. */
+            pm_template_strip *st = NULL;
+            for (size_t k = 0; k < t->strips_len && !st; k++)
+                if (strcmp(t->strips[k].name, base) == 0)
+                    st = &t->strips[k];
+            if (!st) {
+                st = &t->strips[t->strips_len];
+                if (!(st->name = strdup(base)))
+                    return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory",
+                                        ld->id);
+                t->strips_len++;
+            }
+            static const char *const as[PM_STRIP_FILES] = {"strip.png", "strip@2x.png",
+                                                           "strip@3x.png"};
+            tf = &st->files[scale];
+            if (!(tf->name = strdup(as[scale])))
+                return pm_error_set(ld->err, PM_ERR_NOMEM, "template '%s': out of memory", ld->id);
+            free(f->name);
+        } else {
+            tf = &t->files[t->files_len++];
+            tf->name = f->name;
+        }
         tf->data = f->data;
         tf->len = f->len;
-        tf->compressed = ends_with(f->name, ".png");
+        tf->compressed = ends_with(tf->name, ".png");
         pm_hex_encode(md, mdlen, tf->sha1_hex);
         f->name = NULL;
         f->data = NULL;
@@ -1142,6 +1194,17 @@ static int check_files(loader *ld, json_t **skeleton)
         return -1;
     for (size_t i = 0; i < ld->len; i++) {
         const loaded_file *f = &ld->files[i];
+        if (strncmp(f->name, "strips/", 7) == 0) {
+            char base[MAX_NAME + 1];
+            if (!strip_variant(f->name, base, NULL))
+                return fail(ld, f->name, "not a strip image (rule: strips/<name>.png, "
+                            "<name>@2x.png or <name>@3x.png, name [A-Za-z0-9._-])");
+            char one[MAX_NAME + 16];
+            snprintf(one, sizeof one, "strips/%s.png", base);
+            if (!find_loaded(ld, one))
+                return fail(ld, f->name, "has no %s (rule: every strip variant has its 1x image)",
+                            one);
+        }
         if (ends_with(f->name, ".png") && check_png(ld, f) != 0)
             return -1;
         if (strchr(f->name, '/') && ends_with(f->name, "/pass.strings") && check_strings(ld, f) != 0)
@@ -1252,9 +1315,51 @@ void pm_template_destroy(pm_template *t)
         free(t->files[i].data);
     }
     free(t->files);
+    for (size_t i = 0; i < t->strips_len; i++) {
+        free(t->strips[i].name);
+        for (int k = 0; k < PM_STRIP_FILES; k++) {
+            free(t->strips[i].files[k].name);
+            free(t->strips[i].files[k].data);
+        }
+    }
+    free(t->strips);
     json_decref(t->skeleton);
     free(t->id);
     free(t);
+}
+
+const pm_template_strip *pm_template_find_strip(const pm_template *t, const char *name)
+{
+    for (size_t i = 0; name && i < t->strips_len; i++)
+        if (strcmp(t->strips[i].name, name) == 0)
+            return &t->strips[i];
+    return NULL;
+}
+
+static int compare_file_ptrs(const void *a, const void *b)
+{
+    return strcmp((*(const pm_template_file *const *)a)->name,
+                  (*(const pm_template_file *const *)b)->name);
+}
+
+size_t pm_template_pass_files(const pm_template *t, const pm_template_strip *strip,
+                              const pm_template_file **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->files_len; i++) {
+        const char *name = t->files[i].name;
+        if (strip && (strcmp(name, "strip.png") == 0 || strcmp(name, "strip@2x.png") == 0 ||
+                      strcmp(name, "strip@3x.png") == 0))
+            continue;
+        out[n++] = &t->files[i];
+    }
+    if (!strip)
+        return n;
+    for (int k = 0; k < PM_STRIP_FILES; k++)
+        if (strip->files[k].name)
+            out[n++] = &strip->files[k];
+    qsort(out, n, sizeof *out, compare_file_ptrs);
+    return n;
 }
 
 /* ---- the set ---------------------------------------------------------- */

@@ -16,6 +16,11 @@
  *                          (fixed, or days/hours after first issue, rounded
  *                          to midnight in a zone) and the alphabet and
  *                          length of "autogenerate" barcodes.
+ *   strips/<name>.png      optional strip image variants (Skycore strip-image),
+ *   strips/<name>@2x.png   chosen per record by its strip_image field: the
+ *   strips/<name>@3x.png   pass then carries them as strip.png, strip@2x.png,
+ *                          strip@3x.png instead of the template's own strip
+ *                          files.  <name>.png is required for each name.
  * Loading checks every rule (only Apple's top-level pass.json keys, required
  * images present and decodable PNG signatures, colours "rgb(r, g, b)" or
  * "#RRGGBB" - hex is rewritten as rgb() in the skeleton, for Wallet before
@@ -83,6 +88,12 @@ typedef struct pm_template_autogen {
     pm_autogen_type type;
     unsigned length;         /* PM_AUTOGEN_LEN_MIN..MAX when type is set */
 } pm_template_autogen;
+/* One strip image variant: files[k] is strip.png, strip@2x.png, strip@3x.png (len 0: absent). */
+#define PM_STRIP_FILES 3
+typedef struct pm_template_strip {
+    char *name;              /* "gold" for strips/gold.png */
+    pm_template_file files[PM_STRIP_FILES];
+} pm_template_strip;
 
 typedef struct pm_template {
     char *id;
@@ -92,6 +103,8 @@ typedef struct pm_template {
     size_t files_len;
     pm_template_expiry expiry;       /* template.json expiration_setting & co */
     pm_template_autogen autogen;     /* template.json autogenerate_barcode_value_* */
+    pm_template_strip *strips; /* sorted by name; strips/ files are not in files */
+    size_t strips_len;
 } pm_template;
 
 typedef struct pm_template_set pm_template_set;
@@ -104,6 +117,18 @@ const pm_template *pm_template_set_find(const pm_template_set *set, const char *
 size_t pm_template_set_count(const pm_template_set *set);
 /* The i-th template in id order, NULL past the end (for start-up checks). */
 const pm_template *pm_template_set_at(const pm_template_set *set, size_t i);
+
+/* The strip variant called name, NULL if the template has none such (or name is NULL). */
+const pm_template_strip *pm_template_find_strip(const pm_template *t, const char *name);
+
+/*
+ * The files of a pass of t with strip variant strip (NULL: the template's
+ * own), sorted by name, into out (room for files_len + PM_STRIP_FILES
+ * pointers): the variant's files replace strip.png, strip@2x.png and
+ * strip@3x.png.  Returns how many.
+ */
+size_t pm_template_pass_files(const pm_template *t, const pm_template_strip *strip,
+                              const pm_template_file **out);
 
 /* Load one template folder (the id is the folder's base name). */
 int pm_template_load(const char *path, pm_template **out, pm_error *err);
