@@ -751,6 +751,7 @@ Test(template, autogen_settings_errors)
     write_settings("{\"autogenerate_barcode_value_type\": \"Numeric\", "
                    "\"autogenerate_barcode_value_length\": \"12\"}");
     expect_fail("\"autogenerate_barcode_value_length\" must be an integer 10..100", NULL);
+}
 
 /* strips/<name>.png variants: kept apart from the static files, swapped in per pass. */
 Test(template, strip_variants_load_apart_and_replace_the_strip)
