@@ -37,7 +37,7 @@ static const char *MINIMAL_NORMALIZED =
     "\"face_value\":null},"
     "\"barcode\":{\"format\":\"QRCODE\",\"message\":\"m\",\"alt_text\":null,"
     "\"encoding\":\"iso-8859-1\"},"
-    "\"locations\":[],\"beacons\":[],\"relevant_date\":null,\"expiration_date\":null,"
+    "\"locations\":[],\"beacons\":[],\"relevant_date\":null,\"expiration_date\":null,\"status_message\":null,"
     "\"custom_fields\":[],\"metadata\":{}}";
 
 static pm_config *cfg;
@@ -203,7 +203,7 @@ Test(decode, key_order_follows_schema_not_input)
     json_t *v;
     const char *want[] = {"serial_number", "action", "template_id", "pass_group_ids", "event",
                           "attendee", "barcode", "locations", "beacons", "relevant_date",
-                          "expiration_date", "custom_fields", "metadata"};
+                          "expiration_date", "status_message", "custom_fields", "metadata"};
     size_t i = 0;
     json_object_foreach(job.record, key, v) {
         cr_assert_lt(i, sizeof want / sizeof want[0]);

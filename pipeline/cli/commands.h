@@ -24,5 +24,11 @@ int cmd_show(int argc, char **argv);       /* cmd_registry.c */
 int cmd_stats(int argc, char **argv);      /* cmd_registry.c */
 int cmd_export(int argc, char **argv);     /* cmd_registry.c */
 int cmd_url(int argc, char **argv);        /* cmd_registry.c */
+int cmd_void(int argc, char **argv);       /* cmd_lifecycle.c */
+int cmd_expire(int argc, char **argv);     /* cmd_lifecycle.c */
+int cmd_redeem(int argc, char **argv);     /* cmd_lifecycle.c */
+int cmd_activate(int argc, char **argv);   /* cmd_lifecycle.c */
+int cmd_reissue(int argc, char **argv);    /* cmd_lifecycle.c */
+int cmd_templates(int argc, char **argv);  /* cmd_lifecycle.c */
 
 #endif

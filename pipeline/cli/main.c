@@ -21,6 +21,12 @@ static const command commands[] = {
     {"stats", cmd_stats, "count the registry's passes by status"},
     {"export", cmd_export, "stream the registry's results and rejects as JSON Lines"},
     {"url", cmd_url, "print a fresh download URL of a pass and its QR image"},
+    {"void", cmd_void, "void the registry's passes of an event, a pass group or serials"},
+    {"expire", cmd_expire, "expire the registry's passes of an event, a pass group or serials"},
+    {"redeem", cmd_redeem, "mark the registry's passes of an event, a group or serials redeemed"},
+    {"activate", cmd_activate, "make voided/expired/redeemed passes active again"},
+    {"reissue", cmd_reissue, "re-render changed passes from the registry (template, signer)"},
+    {"templates", cmd_templates, "list template versions in use and their pass counts"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

@@ -23,12 +23,17 @@
 #ifndef PM_TEMPLATE_H
 #define PM_TEMPLATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
 
 #include "core/error.h"
+
+/* passmill's settings file in a template folder (docs/templates.md); part of
+ * the version, never bundled into a pass. */
+#define PM_TEMPLATE_SETTINGS "template.json"
 
 typedef struct pm_template_file {
     char *name;              /* bundle path, e.g. "icon.png", "fr.lproj/pass.strings" */
@@ -43,6 +48,8 @@ typedef struct pm_template {
     char version[17];        /* first 16 hex digits of SHA-256 over all files */
     json_t *skeleton;        /* parsed pass.json with bindings */
     pm_template_file *files; /* static files, sorted by name, pass.json excluded */
+    bool keep_inactive_barcode; /* template.json "inactive_barcode": "keep" (default
+                                   "remove": docs/lifecycle.md) */
     size_t files_len;
 } pm_template;
 
