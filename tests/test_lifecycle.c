@@ -423,7 +423,7 @@ Test(lifecycle_pg, template_colour_change_then_reissue) { reissue(); }
  */
 Test(lifecycle, kill_9_during_mass_void_then_rerun)
 {
-    long n = env_count("PM_TEST_LIFECYCLE_KILL_RECORDS", 6000);
+    long n = env_count("PM_TEST_LIFECYCLE_KILL_RECORDS", 4500);
     issue(n);
     long sel = sql_count("SELECT count(*) FROM passes WHERE event_id = 'ev-1'");
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
