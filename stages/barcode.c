@@ -10,6 +10,7 @@
  * instead of re-deriving it from the key.
  */
 #include "stages/barcode.h"
+#include "wallet/template.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -610,6 +611,18 @@ static int barcode_process(void *state_, void *scratch_, pm_job *job)
     (void)state_; /* everything per record lives in the worker's copy */
     barcode_scratch *sc = scratch_;
     pm_error *err = &job->err;
+
+    /* A voided, redeemed or expired ticket must not open the gate: by
+     * default it has no barcode (and the engine removes its QR image),
+     * unless the template keeps it (docs/lifecycle.md). */
+    if (job->status && strcmp(job->status, "active") != 0 && job->tmpl &&
+        !job->tmpl->keep_inactive_barcode) {
+        pm_buf_reset(&job->barcode_message);
+        pm_buf_reset(&job->qr_png);
+        json_decref(job->barcodes);
+        job->barcodes = json_object();
+        return job->barcodes ? 0 : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    }
 
     json_t *bc = json_object_get(job->record, "barcode");
     json_t *j_serial = json_object_get(job->record, "serial_number");

@@ -299,6 +299,33 @@ static json_t *back_field(const char *key, const char *label, const char *value)
     return json_pack("{s:s, s:s, s:s}", "key", key, "label", label, "value", value);
 }
 
+/*
+ * Apple's changeMessage is a format string that "must contain the escape
+ * %@" (replaced by the field's new value).  The holder's text is taken
+ * literally: a '%' not starting "%@" is doubled, and text without "%@"
+ * gets " %@" appended ("Match postponed" shows "Match postponed VOIDED").
+ */
+static json_t *change_message(const char *text, pm_buf *buf)
+{
+    pm_buf_reset(buf);
+    bool has_escape = false;
+    int rc = 0;
+    for (const char *p = text; *p && rc == 0; p++) {
+        if (p[0] == '%' && p[1] == '@') {
+            has_escape = true;
+            rc = pm_buf_append(buf, "%@", 2);
+            p++;
+        } else {
+            rc = pm_buf_append(buf, p, 1);
+            if (rc == 0 && *p == '%')
+                rc = pm_buf_append(buf, "%", 1);
+        }
+    }
+    if (rc == 0 && !has_escape)
+        rc = pm_buf_append(buf, " %@", 3);
+    return rc == 0 ? json_stringn((const char *)buf->data, buf->len) : NULL;
+}
+
 /* The status field first on the back, unbound custom fields last. */
 static int add_back_fields(render_ctx *rc, json_t *pass, const char *status)
 {
@@ -311,8 +338,17 @@ static int add_back_fields(render_ctx *rc, json_t *pass, const char *status)
         if (!back || json_object_set_new(style, "backFields", back) != 0)
             return -1;
     }
-    if (status && json_array_insert_new(back, 0, back_field("status", "STATUS", status)) != 0)
-        return -1;
+    if (status) {
+        json_t *field = back_field("status", "STATUS", status);
+        const char *message = rec_str(rc->record, "status_message");
+        if (field && message && *message &&
+            json_object_set_new(field, "changeMessage", change_message(message, rc->buf)) != 0) {
+            json_decref(field);
+            return -1;
+        }
+        if (json_array_insert_new(back, 0, field) != 0)
+            return -1;
+    }
     size_t i;
     json_t *cf;
     json_array_foreach(rc->custom, i, cf) {
@@ -339,7 +375,11 @@ static int add_pass_keys(render_ctx *rc, json_t *pass, json_t *barcodes, int64_t
         relevant = rec_str(json_object_get(rec, "event"), "start");
     char now_text[32];
     const char *expires = rec_str(rec, "expiration_date");
-    if (action && strcmp(action, "EXPIRE") == 0) {
+    /* An expired pass expires at its own expiration date when that is past
+     * (passmill expire writes one into the record), else now. */
+    int64_t at = 0;
+    if (action && strcmp(action, "EXPIRE") == 0 &&
+        !(expires && pm_rfc3339_parse(expires, &at) == 0 && at <= now)) {
         pm_rfc3339_format_utc(now, now_text);
         expires = now_text;
     }
@@ -381,10 +421,14 @@ int pm_pass_render(const pm_template *tmpl, json_t *record, json_t *barcodes, in
     json_t *first = json_array_get(json_object_get(barcodes, "barcodes"), 0);
     json_t *message = json_object_get(first ? first : json_object_get(barcodes, "barcode"),
                                       "message");
+    /* No barcode (an inactive pass): ${barcode.message} must not show it either. */
+    json_t *none = json_is_object(barcodes) && json_object_size(barcodes) == 0 ? json_string("") : NULL;
     render_ctx rc = {record, json_object_get(record, "custom_fields"),
-                     json_is_string(message) ? message : NULL, 0, scratch, false};
+                     json_is_string(message) ? message : none, 0, scratch, false};
     json_t *pass = render(&rc, tmpl->skeleton, R_ROOT, 0);
-    if (!pass || add_pass_keys(&rc, pass, barcodes, now) != 0) {
+    int bad = !pass || add_pass_keys(&rc, pass, barcodes, now) != 0;
+    json_decref(none);
+    if (bad) {
         json_decref(pass);
         return pm_error_set(err, PM_ERR_NOMEM, "manifest: out of memory rendering pass.json "
                             "(template '%s')", tmpl->id);

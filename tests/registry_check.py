@@ -3,8 +3,10 @@
 
 Checks that a SQLite registry and a local store agree one to one, with
 Python's own sqlite3, hashlib and zipfile (not passmill's code):
-  - every passes row has passes/<serial>.pkpass and qr/<serial>.png, and the
-    .pkpass's SHA-256 is the row's pkpass_sha256;
+  - every passes row has passes/<serial>.pkpass, and the .pkpass's SHA-256 is
+    the row's pkpass_sha256; an active row has qr/<serial>.png and a barcode
+    in pass.json, any other has neither (docs/lifecycle.md: the test
+    templates keep the default "inactive_barcode": "remove");
   - every .pkpass in the store has a row;
   - no temporary (.pm-tmp-*) file is left anywhere in the store;
   - each pass.json's serialNumber is the row's serial, and "voided" is true
@@ -41,8 +43,11 @@ for serial, status, sha, pkey, qkey in rows:
     if a.status and status != a.status:
         fail("%s: status %s, expected %s" % (serial, status, a.status))
     p = os.path.join(a.store, pkey)
-    if not os.path.isfile(p) or not os.path.isfile(os.path.join(a.store, qkey)):
-        fail("%s: row without its objects" % serial)
+    if not os.path.isfile(p):
+        fail("%s: row without its pass object" % serial)
+    if os.path.isfile(os.path.join(a.store, qkey)) != (status == "active"):
+        fail("%s: status %s but its QR image is %s" % (serial, status,
+             "there" if status != "active" else "missing"))
     data = open(p, "rb").read()
     if hashlib.sha256(data).hexdigest() != sha:
         fail("%s: stored .pkpass sha256 differs from the registry's" % serial)
@@ -51,6 +56,9 @@ for serial, status, sha, pkey, qkey in rows:
         fail("%s: pass.json serialNumber is %r" % (serial, pj.get("serialNumber")))
     if bool(pj.get("voided")) != (status in ("voided", "redeemed")):
         fail("%s: pass.json voided=%r but status %s" % (serial, pj.get("voided"), status))
+    if ("barcodes" in pj or "barcode" in pj) != (status == "active"):
+        fail("%s: status %s but pass.json %s a barcode" % (serial, status,
+             "has" if status != "active" else "lacks"))
 extra = stored - serials
 if extra:
     fail("%d stored passes without a row, e.g. %s" % (len(extra), sorted(extra)[0]))

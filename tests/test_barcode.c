@@ -15,6 +15,7 @@
 #include <zlib.h>
 
 #include "stages/barcode.h"
+#include "wallet/template.h"
 #include "test_util.h"
 
 static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -917,5 +918,42 @@ Test(autogenerate_typed, stage_uses_the_template_setting)
     e.job.tmpl = &tmpl;
     cr_assert_eq(pm_stage_barcode.process(e.state, e.scratch, &e.job), 0);
     cr_assert_str_eq(final_message(&e), "GATE-A-123");
+}
+
+/* ---- inactive passes (docs/lifecycle.md) ---- */
+
+/* Voided, redeemed, expired: no barcode and no QR image, unless the
+ * template keeps them; active passes always have both. */
+Test(inactive, no_barcode_unless_the_template_keeps_it)
+{
+    env e;
+    env_open(&e, key_a, sizeof key_a - 1);
+    pm_template t = {0};
+    static const char *const statuses[] = {"voided", "redeemed", "expired"};
+    for (size_t i = 0; i < 3; i++) {
+        pm_job_reset(&e.job);
+        e.job.record = make_record("S-1", "QRCODE", "gate-code", NULL, "iso-8859-1");
+        e.job.serial = "S-1";
+        e.job.tmpl = &t;
+        e.job.status = statuses[i];
+        t.keep_inactive_barcode = false;
+        cr_assert_eq(pm_stage_barcode.process(e.state, e.scratch, &e.job), 0, "%s", e.job.err.message);
+        cr_assert_eq(e.job.qr_png.len, 0, "%s: a QR image", statuses[i]);
+        cr_assert(json_is_object(e.job.barcodes) && json_object_size(e.job.barcodes) == 0,
+                  "%s: barcodes in pass.json", statuses[i]);
+        t.keep_inactive_barcode = true;
+        cr_assert_eq(pm_stage_barcode.process(e.state, e.scratch, &e.job), 0, "%s", e.job.err.message);
+        cr_assert_gt(e.job.qr_png.len, 0, "%s kept: no QR image", statuses[i]);
+        cr_assert_not_null(json_object_get(e.job.barcodes, "barcodes"));
+    }
+    pm_job_reset(&e.job);
+    e.job.record = make_record("S-2", "QRCODE", "gate-code", NULL, "iso-8859-1");
+    e.job.serial = "S-2";
+    e.job.tmpl = &t;
+    e.job.status = "active";
+    t.keep_inactive_barcode = false;
+    cr_assert_eq(pm_stage_barcode.process(e.state, e.scratch, &e.job), 0, "%s", e.job.err.message);
+    cr_assert_gt(e.job.qr_png.len, 0);
+    cr_assert_str_eq(final_message(&e), "gate-code");
     env_close(&e);
 }

@@ -38,7 +38,8 @@ static const char *MINIMAL_NORMALIZED =
     "\"barcode\":{\"format\":\"QRCODE\",\"message\":\"m\",\"alt_text\":null,"
     "\"encoding\":\"iso-8859-1\"},"
     "\"locations\":[],\"beacons\":[],\"sharing_prohibited\":null,\"relevant_date\":null,"
-    "\"expiration_date\":null,\"custom_fields\":[],\"metadata\":{},\"strip_image\":null}";
+    "\"expiration_date\":null,\"status_message\":null,\"custom_fields\":[],\"metadata\":{},"
+    "\"strip_image\":null}";
 
 static pm_config *cfg;
 static pm_context ctx;
@@ -214,8 +215,8 @@ Test(decode, key_order_follows_schema_not_input)
     json_t *v;
     const char *want[] = {"serial_number", "action", "template_id", "pass_group_ids", "event",
                           "attendee", "barcode", "locations", "beacons", "sharing_prohibited",
-                          "relevant_date", "expiration_date", "custom_fields", "metadata",
-                          "strip_image"};
+                          "relevant_date", "expiration_date", "status_message", "custom_fields",
+                          "metadata", "strip_image"};
     size_t i = 0;
     json_object_foreach(job.record, key, v) {
         cr_assert_lt(i, sizeof want / sizeof want[0]);

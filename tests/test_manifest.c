@@ -20,6 +20,7 @@
 #include "stages/stage.h"
 #include "wallet/template.h"
 #include "wallet/verify.h"
+#include "core/rfc3339.h"
 #include "test_util.h"
 
 #define NOW 1809172800 /* 2027-05-01T12:00:00Z */
@@ -986,5 +987,49 @@ Test(manifest, sharing_prohibited_per_record)
     cr_assert_null(json_object_get(pass, "sharingProhibited"));
     json_decref(pass);
     pm_job_free(&job);
+}
+
+/* docs/lifecycle.md: the status field, its changeMessage, and an expired pass's date. */
+Test(manifest, status_field_change_message_and_expiry)
+{
+    pm_template *t = custom_template();
+    json_t *record = parse(record_json), *pass = NULL;
+    pm_buf scratch = PM_BUF_INIT;
+    pm_error err;
+    json_object_set_new(record, "action", json_string("VOID"));
+    static const char *const cases[][2] = {
+        {"Postponed", "Postponed %@"},
+        {"Now %@ (50% refund)", "Now %@ (50%% refund)"},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        json_object_set_new(record, "status_message", json_string(cases[i][0]));
+        cr_assert_eq(pm_pass_render(t, record, NULL, NOW, &scratch, &pass, &err), 0, "%s", err.message);
+        json_t *st = json_array_get(fields(pass, "backFields"), 0);
+        cr_assert_str_eq(json_string_value(json_object_get(st, "key")), "status");
+        cr_assert_str_eq(json_string_value(json_object_get(st, "value")), "VOIDED");
+        cr_assert_str_eq(json_string_value(json_object_get(st, "changeMessage")), cases[i][1]);
+        cr_assert(json_is_true(json_object_get(pass, "voided")));
+        json_decref(pass);
+    }
+    /* No message: no changeMessage. */
+    json_object_set_new(record, "status_message", json_null());
+    cr_assert_eq(pm_pass_render(t, record, NULL, NOW, &scratch, &pass, &err), 0);
+    cr_assert_null(json_object_get(json_array_get(fields(pass, "backFields"), 0), "changeMessage"));
+    json_decref(pass);
+    /* EXPIRE: a past expiration date stays, a future one becomes now. */
+    json_object_set_new(record, "action", json_string("EXPIRE"));
+    json_object_set_new(record, "expiration_date", json_string("2001-01-01T00:00:00Z"));
+    cr_assert_eq(pm_pass_render(t, record, NULL, NOW, &scratch, &pass, &err), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(pass, "expirationDate")), "2001-01-01T00:00:00Z");
+    cr_assert_null(json_object_get(pass, "voided"));
+    json_decref(pass);
+    json_object_set_new(record, "expiration_date", json_string("2999-01-01T00:00:00Z"));
+    cr_assert_eq(pm_pass_render(t, record, NULL, NOW, &scratch, &pass, &err), 0);
+    char now_text[32];
+    pm_rfc3339_format_utc(NOW, now_text);
+    cr_assert_str_eq(json_string_value(json_object_get(pass, "expirationDate")), now_text);
+    json_decref(pass);
+    pm_buf_free(&scratch);
+    json_decref(record);
     pm_template_destroy(t);
 }

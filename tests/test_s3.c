@@ -589,6 +589,17 @@ Test(s3, round_trip_with_headers_and_presigned_url, .init = need_server)
     free(headers);
     free(url);
 
+    /* DELETE (a voided pass's QR): gone, then a GET fails; deleting again is
+     * no error; the handle still PUTs and GETs after a DELETE. */
+    cr_assert(pm_store_delete(st, "qr/ABC123.png", &err) == 0, "%s", err.message);
+    pm_buf gone = PM_BUF_INIT;
+    cr_assert_neq(pm_store_get(st, "qr/ABC123.png", &gone, &err), 0, "the object is still there");
+    cr_assert(pm_store_delete(st, "qr/ABC123.png", &err) == 0, "%s", err.message);
+    get_equals(st, "passes/ABC123.pkpass", pkpass, sizeof pkpass);
+    put_ok(st, "qr/ABC123.png", png, sizeof png, "image/png");
+    get_equals(st, "qr/ABC123.png", png, sizeof png);
+    pm_buf_free(&gone);
+
     pm_store_close(st);
     pm_config_destroy(cfg);
 }

@@ -255,6 +255,29 @@ Test(store_split, concurrent_puts_share_prefixes)
     cr_assert(got.len == want.len && memcmp(got.data, want.data, want.len) == 0);
     pm_buf_free(&want);
     pm_buf_free(&got);
+}
+
+/* delete: the object goes, a missing one is no error, a bad key is refused. */
+Test(store_local, delete_removes_and_is_idempotent)
+{
+    char *root = pmt_tmpdir("store");
+    pm_store *s;
+    pm_error err;
+    cr_assert_eq(pm_store_local_open(root, true, &s, &err), 0, "%s", err.message);
+    pm_object o = {"qr/S1.png", (const uint8_t *)"png", 3, "image/png", NULL};
+    cr_assert_eq(pm_store_put(s, &o, &err), 0, "%s", err.message);
+    cr_assert_eq(pm_store_delete(s, "qr/S1.png", &err), 0, "%s", err.message);
+    cr_assert_eq(pm_store_sync(s, &err), 0, "%s", err.message);
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/qr", root);
+    cr_assert_eq(count_entries(dir, "S1.png"), 0, "the object is gone");
+    pm_buf b = PM_BUF_INIT;
+    cr_assert_neq(pm_store_get(s, "qr/S1.png", &b, &err), 0);
+    cr_assert_eq(pm_store_delete(s, "qr/S1.png", &err), 0, "a missing object: %s", err.message);
+    cr_assert_eq(pm_store_delete(s, "qr/never-there.png", &err), 0, "%s", err.message);
+    cr_assert_neq(pm_store_delete(s, "../outside", &err), 0);
+    cr_assert_neq(pm_store_delete(s, "qr/.pm-tmp-1-2", &err), 0, "temporary names are the store's own");
+    pm_buf_free(&b);
     pm_store_close(s);
     pmt_rmrf(root);
     free(root);

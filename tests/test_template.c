@@ -789,3 +789,31 @@ Test(template, strip_variants_load_apart_and_replace_the_strip)
     cr_assert_eq(pmt_sh("rm '%s/strips/gold@2x.png' && echo x > '%s/strips/notes.txt'", copy, copy), 0);
     expect_fail("strips/notes.txt", "not a strip image");
 }
+
+/* template.json: passmill's settings, part of the version, never bundled. */
+Test(template, settings_inactive_barcode)
+{
+    pm_template *t = load_ok(copy);
+    cr_assert_not(t->keep_inactive_barcode, "the default is remove");
+    char version[17];
+    memcpy(version, t->version, sizeof version);
+    pm_template_destroy(t);
+
+    cr_assert_eq(pmt_sh("printf '{\"inactive_barcode\": \"keep\"}' > '%s/template.json'", copy), 0);
+    t = load_ok(copy);
+    cr_assert(t->keep_inactive_barcode);
+    cr_assert_str_neq(t->version, version, "template.json is part of the version");
+    for (size_t i = 0; i < t->files_len; i++)
+        cr_assert_str_neq(t->files[i].name, "template.json", "template.json must not be bundled");
+    pm_template_destroy(t);
+
+    cr_assert_eq(pmt_sh("printf '{\"inactive_barcode\": \"remove\"}' > '%s/template.json'", copy), 0);
+    t = load_ok(copy);
+    cr_assert_not(t->keep_inactive_barcode);
+    pm_template_destroy(t);
+
+    cr_assert_eq(pmt_sh("printf '{\"inactive_barcode\": true}' > '%s/template.json'", copy), 0);
+    expect_fail("template.json", "inactive_barcode");
+    cr_assert_eq(pmt_sh("printf '[1]' > '%s/template.json'", copy), 0);
+    expect_fail("template.json", "JSON object");
+}

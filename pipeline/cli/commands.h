@@ -27,5 +27,11 @@ int cmd_url(int argc, char **argv);        /* cmd_registry.c */
 int cmd_link(int argc, char **argv);       /* cmd_registry.c */
 int cmd_serve(int argc, char **argv);      /* cmd_serve.c */
 int cmd_get(int argc, char **argv);        /* cmd_get.c */
+int cmd_void(int argc, char **argv);       /* cmd_lifecycle.c */
+int cmd_expire(int argc, char **argv);     /* cmd_lifecycle.c */
+int cmd_redeem(int argc, char **argv);     /* cmd_lifecycle.c */
+int cmd_activate(int argc, char **argv);   /* cmd_lifecycle.c */
+int cmd_reissue(int argc, char **argv);    /* cmd_lifecycle.c */
+int cmd_templates(int argc, char **argv);  /* cmd_lifecycle.c */
 
 #endif

@@ -24,6 +24,12 @@ static const command commands[] = {
     {"serve", cmd_serve, "serve Apple's pass web service and the ticket downloads over HTTP"},
     {"link", cmd_link, "print signed, expiring download links of a ticket (for serve)"},
     {"get", cmd_get, "write one stored .pkpass to stdout or a file (either store layout)"},
+    {"void", cmd_void, "void the registry's passes of an event, a pass group or serials"},
+    {"expire", cmd_expire, "expire the registry's passes of an event, a pass group or serials"},
+    {"redeem", cmd_redeem, "mark the registry's passes of an event, a group or serials redeemed"},
+    {"activate", cmd_activate, "make voided/expired/redeemed passes active again"},
+    {"reissue", cmd_reissue, "re-render changed passes from the registry (template, signer)"},
+    {"templates", cmd_templates, "list template versions in use and their pass counts"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

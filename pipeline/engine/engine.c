@@ -408,8 +408,13 @@ static int store_artefacts(engine *e, pm_job *job)
     pm_object pass = {pkpass_key, job->pkpass.data, job->pkpass.len,
                       "application/vnd.apple.pkpass", sha_hex};
     pm_object qr = {qr_key, job->qr_png.data, job->qr_png.len, "image/png", NULL};
-    /* The QR first: a pass object present implies its QR is too. */
-    if (pm_store_put(e->store, &qr, &job->err) != 0 || pm_store_put(e->store, &pass, &job->err) != 0)
+    /* The QR first: a pass object present implies its QR is too.  A pass
+     * without a barcode (voided, redeemed, expired: docs/lifecycle.md) has
+     * its QR removed, also first, so no crash leaves it scannable; the
+     * removal is durable with the same store sync as the pass. */
+    int rc = job->qr_png.len ? pm_store_put(e->store, &qr, &job->err)
+                             : pm_store_delete(e->store, qr_key, &job->err);
+    if (rc != 0 || pm_store_put(e->store, &pass, &job->err) != 0)
         return -1;
     return 0;
 }

@@ -130,28 +130,12 @@ static size_t after_action(const char *text, size_t len)
  * field existed keeps its content hash (its ISSUE sent again is still
  * `unchanged`, not serial.exists) and the stored text stays the same.
  */
-static const char *const later_fields[] = {"sharing_prohibited", "strip_image"};
+static const char *const later_fields[] = {"sharing_prohibited", "strip_image", "status_message"};
 
-int pm_registry_content_hash(const json_t *record, const char *status,
-                             const char *template_version, const uint8_t signer_sha256[32],
-                             pm_buf *canonical, char out[65], pm_error *err)
+int pm_registry_content_hash_text(const char *text, size_t len, const char *status,
+                                  const char *template_version, const uint8_t signer_sha256[32],
+                                  char out[65], pm_error *err)
 {
-    pm_buf_reset(canonical);
-    json_t *view = NULL; /* a shallow copy without the later fields, only when needed */
-    for (size_t i = 0; i < sizeof later_fields / sizeof *later_fields; i++) {
-        if (!json_is_null(json_object_get(record, later_fields[i])))
-            continue;
-        if (!view && !(view = json_copy((json_t *)record)))
-            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
-        json_object_del(view, later_fields[i]);
-    }
-    int dumped = json_dump_callback(view ? view : record, append_json, canonical,
-                                    JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(view);
-    if (dumped != 0)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
-    const char *text = (const char *)canonical->data;
-    size_t len = canonical->len;
     /* The action says what to do, not what the pass is: an ISSUE and an
      * UPDATE of the same content make the same pass.  Hashed: "{" then
      * the members after the action. */
@@ -176,6 +160,28 @@ int pm_registry_content_hash(const json_t *record, const char *status,
         return pm_error_set(err, PM_ERR_CRYPTO, "SHA-256 failed for a content hash");
     pm_hex_encode(md, sizeof md, out);
     return 0;
+}
+
+int pm_registry_content_hash(const json_t *record, const char *status,
+                             const char *template_version, const uint8_t signer_sha256[32],
+                             pm_buf *canonical, char out[65], pm_error *err)
+{
+    pm_buf_reset(canonical);
+    json_t *view = NULL; /* a shallow copy without the later fields, only when needed */
+    for (size_t i = 0; i < sizeof later_fields / sizeof *later_fields; i++) {
+        if (!json_is_null(json_object_get(record, later_fields[i])))
+            continue;
+        if (!view && !(view = json_copy((json_t *)record)))
+            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+        json_object_del(view, later_fields[i]);
+    }
+    int dumped = json_dump_callback(view ? view : record, append_json, canonical,
+                                    JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(view);
+    if (dumped != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+    return pm_registry_content_hash_text((const char *)canonical->data, canonical->len, status,
+                                         template_version, signer_sha256, out, err);
 }
 
 const char *pm_outcome_kind_name(pm_outcome_kind k)

@@ -92,6 +92,23 @@ typedef int (*pm_registry_serial_fn)(void *arg, const char *serial);
 /* Called once per exported row; a non-zero return stops the export. */
 typedef int (*pm_registry_row_fn)(void *arg, json_t *row);
 
+/* Which passes a lifecycle command (void, reissue, ...) selects; NULL
+ * members do not filter, all NULL selects every pass. */
+typedef struct pm_registry_selection {
+    const char *event_id;
+    const char *group_id;          /* passes in this pass group (pass_groups) */
+    const char *template_id;
+} pm_registry_selection;
+
+/* One pass row of a scan; the strings live until the callback returns. */
+typedef struct pm_registry_row {
+    const char *serial, *status, *template_id, *template_version, *content_hash;
+    const char *record;            /* the stored canonical record (compact, keys sorted) */
+} pm_registry_row;
+
+/* Called once per scanned row; a non-zero return stops the scan. */
+typedef int (*pm_registry_scan_fn)(void *arg, const pm_registry_row *row);
+
 typedef struct pm_registry_ops {
     const char *name;
     /* A run starts: its row in runs(run_id, started, command). */
@@ -144,6 +161,23 @@ typedef struct pm_registry_ops {
                           pm_error *err);
     /* Counts for /metrics; doubles as the /healthz probe. */
     int (*service_stats)(pm_registry_reader *rd, pm_registry_service_stats *out, pm_error *err);
+
+    /*
+     * Lifecycle commands and reissue (the registry as a source).
+     * One page of the passes sel selects whose serial sorts after `after`
+     * ("" = from the first), in serial order, at most limit rows: fn per
+     * row.  Returns the number of rows delivered (< limit: the end), -1 on
+     * error.  Paging by serial keeps memory bounded and lets a scan go on
+     * while the same run updates the rows it already passed.
+     */
+    int (*scan)(pm_registry_reader *rd, const pm_registry_selection *sel, const char *after,
+                unsigned limit, pm_registry_scan_fn fn, void *arg, pm_error *err);
+    /* How many passes sel selects. */
+    int (*count)(pm_registry_reader *rd, const pm_registry_selection *sel, uint64_t *out,
+                 pm_error *err);
+    /* `passmill templates`: one row per (template_id, template_version) in
+     * use, {"template_id", "template_version", "passes"}, ordered by both. */
+    int (*template_versions)(pm_registry *r, pm_registry_row_fn fn, void *arg, pm_error *err);
 
     /* `passmill show`: the whole row as JSON (new reference), NULL + err->code
      * PM_OK when not found, NULL + error otherwise. */
@@ -206,6 +240,15 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],
                              pm_buf *canonical, char out[65], pm_error *err);
+
+/*
+ * The same hash from the record's canonical text (as the registry stores
+ * it: pm_registry_content_hash's canonical), without parsing it: what a
+ * reissue compares with the stored content_hash to skip a pass unread.
+ */
+int pm_registry_content_hash_text(const char *canonical, size_t len, const char *status,
+                                  const char *template_version, const uint8_t signer_sha256[32],
+                                  char out[65], pm_error *err);
 
 /* The status of a job's outcome, as stored: "pass", "unchanged", "reject", "failed". */
 const char *pm_outcome_kind_name(pm_outcome_kind k);

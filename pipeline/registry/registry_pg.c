@@ -736,7 +736,118 @@ static int pg_lookup(pm_registry_reader *base, const char *serial, bool with_rec
     return found;
 }
 
+/* " AND ..." clauses of a selection, parameters from $2 on (after $1 = the
+ * serial to start after): a missing one is left out so the indexes serve. */
+typedef struct selection_sql {
+    char where[256];
+    const char *params[5];
+    int n;
+} selection_sql;
+
+static void selection_build(const pm_registry_selection *sel, const char *after, selection_sql *out)
+{
+    size_t len = 0, cap = sizeof out->where;
+    out->where[0] = '\0';
+    out->n = 0;
+    out->params[out->n++] = after ? after : "";
+    if (sel->event_id) {
+        out->params[out->n++] = sel->event_id;
+        len += (size_t)snprintf(out->where + len, cap - len, " AND event_id = $%d", out->n);
+    }
+    if (sel->group_id && len < cap) {
+        out->params[out->n++] = sel->group_id;
+        len += (size_t)snprintf(out->where + len, cap - len,
+                                " AND serial IN (SELECT serial FROM pass_groups WHERE group_id = $%d)",
+                                out->n);
+    }
+    if (sel->template_id && len < cap) {
+        out->params[out->n++] = sel->template_id;
+        snprintf(out->where + len, cap - len, " AND template_id = $%d", out->n);
+    }
+}
+
+static PGresult *reader_query(pg_reader *rd, const char *sql, const selection_sql *ss, const char *what,
+                              pm_error *err)
+{
+    if (pg_alive(rd->conn, reader_setup, err) != 0)
+        return NULL;
+    PGresult *res = PQexecParams(rd->conn, sql, ss->n, NULL, ss->params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pg_fail(err, rd->conn, res, what);
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static int pg_scan(pm_registry_reader *base, const pm_registry_selection *sel, const char *after,
+                   unsigned limit, pm_registry_scan_fn fn, void *arg, pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    selection_sql ss;
+    selection_build(sel, after, &ss);
+    char sql[768];
+    snprintf(sql, sizeof sql,
+             "SELECT serial, status, template_id, template_version, content_hash, record"
+             " FROM passes WHERE serial > $1%s ORDER BY serial LIMIT %u", ss.where, limit);
+    PGresult *res = reader_query(rd, sql, &ss, "scan", err);
+    if (!res)
+        return -1;
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        pm_registry_row row = {PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                               PQgetvalue(res, i, 3), PQgetvalue(res, i, 4), PQgetvalue(res, i, 5)};
+        if (fn(arg, &row) != 0) {
+            n = i + 1;
+            break;
+        }
+    }
+    PQclear(res);
+    return n;
+}
+
+static int pg_count(pm_registry_reader *base, const pm_registry_selection *sel, uint64_t *out,
+                    pm_error *err)
+{
+    pg_reader *rd = (pg_reader *)base;
+    selection_sql ss;
+    selection_build(sel, "", &ss);
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM passes WHERE serial > $1%s", ss.where);
+    PGresult *res = reader_query(rd, sql, &ss, "count", err);
+    if (!res)
+        return -1;
+    *out = (uint64_t)strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
 /* ---- queries (main thread, writer connection) ---- */
+
+static int pg_template_versions(pm_registry *base, pm_registry_row_fn fn, void *arg, pm_error *err)
+{
+    pg_registry *r = (pg_registry *)base;
+    if (pg_alive(r->conn, writer_setup, err) != 0)
+        return -1;
+    PGresult *res = PQexec(r->conn, "SELECT template_id, template_version, count(*) FROM passes"
+                                    " GROUP BY template_id, template_version"
+                                    " ORDER BY template_id, template_version");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        pg_fail(err, r->conn, res, "templates");
+        PQclear(res);
+        return -1;
+    }
+    int stop = 0;
+    for (int i = 0; !stop && i < PQntuples(res); i++) {
+        json_t *row = json_pack("{s:s, s:s, s:I}", "template_id", PQgetvalue(res, i, 0),
+                                "template_version", PQgetvalue(res, i, 1), "passes",
+                                (json_int_t)strtoll(PQgetvalue(res, i, 2), NULL, 10));
+        stop = row ? fn(arg, row) : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        json_decref(row);
+    }
+    PQclear(res);
+    return stop ? -1 : 0;
+}
 
 static int64_t col_int(const PGresult *res, int row, int col)
 {
@@ -1109,6 +1220,9 @@ static const pm_registry_ops pg_ops = {
     .serials_since = pg_serials_since,
     .service_stats = pg_service_stats,
     .lookup = pg_lookup,
+    .scan = pg_scan,
+    .count = pg_count,
+    .template_versions = pg_template_versions,
     .show = pg_show,
     .stats = pg_stats,
     .export_rows = pg_export,

@@ -624,7 +624,98 @@ static int sqlite_service_stats(pm_registry_reader *base, pm_registry_service_st
     return rc == SQLITE_ROW ? 0 : db_error(err, rd->db, "service stats");
 }
 
+/* " AND ..." clauses of a selection, parameters ?2 (event), ?3 (group),
+ * ?4 (template): a missing one is left out so the indexes still serve. */
+static void selection_sql(const pm_registry_selection *sel, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s%s", sel->event_id ? " AND event_id = ?2" : "",
+             sel->group_id ? " AND serial IN (SELECT serial FROM pass_groups WHERE group_id = ?3)" : "",
+             sel->template_id ? " AND template_id = ?4" : "");
+}
+
+static void bind_selection(sqlite3_stmt *st, const pm_registry_selection *sel)
+{
+    if (sel->event_id)
+        bind_text(st, 2, sel->event_id);
+    if (sel->group_id)
+        bind_text(st, 3, sel->group_id);
+    if (sel->template_id)
+        bind_text(st, 4, sel->template_id);
+}
+
+static int sqlite_scan(pm_registry_reader *base, const pm_registry_selection *sel, const char *after,
+                       unsigned limit, pm_registry_scan_fn fn, void *arg, pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    char where[256], sql[640];
+    selection_sql(sel, where, sizeof where);
+    snprintf(sql, sizeof sql,
+             "SELECT serial, status, template_id, template_version, content_hash, record"
+             " FROM passes WHERE serial > ?1%s ORDER BY serial LIMIT ?5", where);
+    sqlite3_stmt *st;
+    if (prepare(rd->db, sql, &st, err) != 0)
+        return -1;
+    bind_text(st, 1, after ? after : "");
+    bind_selection(st, sel);
+    sqlite3_bind_int64(st, 5, limit);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        pm_registry_row row = {
+            (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+            (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+            (const char *)sqlite3_column_text(st, 4), (const char *)sqlite3_column_text(st, 5),
+        };
+        n++;
+        if (fn(arg, &row) != 0)
+            break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        n = db_error(err, rd->db, "scan");
+    sqlite3_finalize(st);
+    return n;
+}
+
+static int sqlite_count(pm_registry_reader *base, const pm_registry_selection *sel, uint64_t *out,
+                        pm_error *err)
+{
+    sqlite_reader *rd = (sqlite_reader *)base;
+    char where[256], sql[512];
+    selection_sql(sel, where, sizeof where);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM passes WHERE serial > ?1%s", where);
+    sqlite3_stmt *st;
+    if (prepare(rd->db, sql, &st, err) != 0)
+        return -1;
+    bind_text(st, 1, "");
+    bind_selection(st, sel);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_error(err, rd->db, "count");
+}
+
 /* ---- queries (main thread, writer connection) ---- */
+
+static int sqlite_template_versions(pm_registry *base, pm_registry_row_fn fn, void *arg, pm_error *err)
+{
+    sqlite_registry *r = (sqlite_registry *)base;
+    sqlite3_stmt *st;
+    if (prepare(r->db, "SELECT template_id, template_version, count(*) FROM passes"
+                       " GROUP BY template_id, template_version ORDER BY template_id, template_version",
+                &st, err) != 0)
+        return -1;
+    int rc, stop = 0;
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_pack("{s:s, s:s, s:I}", "template_id", sqlite3_column_text(st, 0),
+                                "template_version", sqlite3_column_text(st, 1),
+                                "passes", (json_int_t)sqlite3_column_int64(st, 2));
+        stop = row ? fn(arg, row) : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+        json_decref(row);
+    }
+    if (!stop && rc != SQLITE_DONE)
+        stop = db_error(err, r->db, "templates");
+    sqlite3_finalize(st);
+    return stop ? -1 : 0;
+}
 
 static json_t *col_json(sqlite3_stmt *st, int col)
 {
@@ -814,6 +905,9 @@ static const pm_registry_ops sqlite_ops = {
     .unregister_device = sqlite_unregister_device,
     .serials_since = sqlite_serials_since,
     .service_stats = sqlite_service_stats,
+    .scan = sqlite_scan,
+    .count = sqlite_count,
+    .template_versions = sqlite_template_versions,
     .show = sqlite_show,
     .stats = sqlite_stats,
     .export_rows = sqlite_export,

@@ -57,6 +57,12 @@ typedef struct pm_store_ops {
     int (*sync)(pm_store *s, pm_error *err);
     /* Read an object back (tests, verify). */
     int (*get)(pm_store *s, const char *key, pm_buf *out, pm_error *err);
+    /*
+     * Remove an object; one that is not there is not an error.  Durable
+     * like put(): by itself, or after the next sync().  NULL: the store
+     * cannot remove (pm_store_delete then fails).
+     */
+    int (*del)(pm_store *s, const char *key, pm_error *err);
     /* A URL a buyer can fetch the object with (presigned for S3); NULL if none. Caller frees. */
     char *(*url)(pm_store *s, const char *key, int64_t now);
     void (*close)(pm_store *s);
@@ -72,6 +78,11 @@ struct pm_store {
 int pm_store_open(const pm_config *cfg, pm_store **out, pm_error *err);
 static inline int pm_store_put(pm_store *s, const pm_object *o, pm_error *e) { return s->ops->put(s, o, e); }
 static inline int pm_store_get(pm_store *s, const char *k, pm_buf *b, pm_error *e) { return s->ops->get(s, k, b, e); }
+static inline int pm_store_delete(pm_store *s, const char *k, pm_error *e)
+{
+    return s->ops->del ? s->ops->del(s, k, e)
+                       : pm_error_set(e, PM_ERR_STORE, "store %s cannot remove '%s'", s->ops->name, k);
+}
 static inline int pm_store_sync(pm_store *s, pm_error *e) { return s->ops->sync ? s->ops->sync(s, e) : 0; }
 static inline char *pm_store_url(pm_store *s, const char *k, int64_t now) { return s->ops->url ? s->ops->url(s, k, now) : NULL; }
 void pm_store_close(pm_store *s);

@@ -109,6 +109,18 @@ static int local_put(pm_store *s, const pm_object *obj, pm_error *err)
     return 0;
 }
 
+/* The unlink is durable with the next sync (syncfs covers the directory). */
+static int local_delete(pm_store *s, const char *key, pm_error *err)
+{
+    local_store *ls = (local_store *)s;
+    if (!pm_store_key_valid(key) || is_temp_name(key))
+        return pm_error_set(err, PM_ERR_STORE, "store %s: refusing invalid key '%s'", ls->root, key);
+    if (unlinkat(ls->root_fd, key, 0) != 0 && errno != ENOENT)
+        return pm_error_set(err, PM_ERR_STORE, "store %s: removing '%s': %s", ls->root, key,
+                            strerror(errno));
+    return 0;
+}
+
 static int local_sync(pm_store *s, pm_error *err)
 {
     local_store *ls = (local_store *)s;
@@ -155,6 +167,7 @@ static const pm_store_ops local_ops = {
     .put = local_put,
     .sync = local_sync,
     .get = local_get,
+    .del = local_delete,
     .url = local_url,
     .close = local_close,
 };

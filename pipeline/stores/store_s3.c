@@ -327,8 +327,8 @@ static struct curl_slist *add_header(struct curl_slist *list, bool *oom, const c
 }
 
 /*
- * One signed request on slot: method "PUT" (body up) or "GET" (body down into
- * `down`).  Fills *a; returns -1 only for local failures (memory, crypto),
+ * One signed request on slot: method "PUT" (body up), "GET" (body down into
+ * `down`) or "DELETE".  Fills *a; returns -1 only for local failures (memory, crypto),
  * which go to err and are not retried.
  */
 static int perform(s3_store *s, s3_slot *slot, const char *method, const char *path,
@@ -396,8 +396,11 @@ static int perform(s3_store *s, s3_slot *slot, const char *method, const char *p
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)obj->len);
     } else {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+        /* The handle is reused: the custom method is set per request. */
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, strcmp(method, "DELETE") == 0 ? "DELETE" : NULL);
     }
     a->curl = curl_easy_perform(c);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hl);
     if (k.oom)
@@ -470,6 +473,13 @@ static int s3_put(pm_store *base, const pm_object *obj, pm_error *err)
     return request((s3_store *)base, "PUT", obj->key, obj, NULL, err);
 }
 
+/* S3 answers 204 whether or not the object existed: removal is idempotent,
+ * and durable once answered (like a PUT). */
+static int s3_delete(pm_store *base, const char *key, pm_error *err)
+{
+    return request((s3_store *)base, "DELETE", key, NULL, NULL, err);
+}
+
 static int s3_get(pm_store *base, const char *key, pm_buf *out, pm_error *err)
 {
     return request((s3_store *)base, "GET", key, NULL, out, err);
@@ -532,6 +542,7 @@ static const pm_store_ops s3_ops = {
     .put = s3_put,
     .sync = NULL, /* a PUT answered 200 is durable */
     .get = s3_get,
+    .del = s3_delete,
     .url = s3_url,
     .close = s3_close,
 };

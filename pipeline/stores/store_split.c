@@ -192,6 +192,14 @@ static int split_put(pm_store *s, const pm_object *obj, pm_error *err)
     return rc;
 }
 
+/* A pass's object is its part; anything else (a QR image) is the inner store's own. */
+static int split_del(pm_store *s, const char *key, pm_error *err)
+{
+    split_store *ss = (split_store *)s;
+    char part[1100];
+    return pm_store_delete(ss->inner, part_key(key, part, sizeof part) ? part : key, err);
+}
+
 static int split_sync(pm_store *s, pm_error *err)
 {
     return pm_store_sync(((split_store *)s)->inner, err);
@@ -323,6 +331,7 @@ static const pm_store_ops split_ops = {
     .url = split_url,
     .close = split_close,
     .stream = split_stream,
+    .del = split_del,
 };
 
 int pm_store_split_open(pm_store *inner, pm_store **out, pm_error *err)

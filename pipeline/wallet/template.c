@@ -1178,6 +1178,33 @@ static int compare_loaded(const void *a, const void *b)
     return strcmp(((const loaded_file *)a)->name, ((const loaded_file *)b)->name);
 }
 
+/*
+ * template.json: passmill's settings for the template (docs/templates.md),
+ * never bundled.  Read here: "inactive_barcode".
+ */
+static int parse_settings(loader *ld, const loaded_file *f, pm_template *t)
+{
+    t->keep_inactive_barcode = false;
+    if (!f)
+        return 0;
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)f->data, f->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(ld, PM_TEMPLATE_SETTINGS, "must be a JSON object (%s)",
+                    root ? "found another JSON value" : jerr.text);
+    }
+    json_t *v = json_object_get(root, "inactive_barcode");
+    const char *mode = json_string_value(v);
+    int rc = 0;
+    if (v && !(mode && (strcmp(mode, "remove") == 0 || strcmp(mode, "keep") == 0)))
+        rc = fail(ld, PM_TEMPLATE_SETTINGS, "\"inactive_barcode\" must be \"remove\" or \"keep\"");
+    else
+        t->keep_inactive_barcode = mode && strcmp(mode, "keep") == 0;
+    json_decref(root);
+    return rc;
+}
+
 static int check_files(loader *ld, json_t **skeleton)
 {
     static const char *const required[] = {"pass.json", "icon.png", "icon@2x.png"};
@@ -1262,6 +1289,8 @@ static int load_one(const char *path, EVP_MD *sha1, EVP_MD *sha256, pm_template 
             qsort(ld.files, ld.len, sizeof *ld.files, compare_loaded);
         rc = check_files(&ld, &skeleton);
     }
+    if (rc == 0)
+        rc = parse_settings(&ld, find_loaded(&ld, PM_TEMPLATE_SETTINGS), t);
     if (rc == 0)
         rc = hash_version(&ld, sha256, t->version);
     if (rc == 0 && !(t->id = strdup(id)))

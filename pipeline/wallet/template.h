@@ -100,6 +100,8 @@ typedef struct pm_template {
     char version[17];        /* first 16 hex digits of SHA-256 over all files */
     json_t *skeleton;        /* parsed pass.json with bindings */
     pm_template_file *files; /* static files, sorted by name, pass.json excluded */
+    bool keep_inactive_barcode; /* template.json "inactive_barcode": "keep" (default
+                                   "remove": docs/lifecycle.md) */
     size_t files_len;
     pm_template_expiry expiry;       /* template.json expiration_setting & co */
     pm_template_autogen autogen;     /* template.json autogenerate_barcode_value_* */
