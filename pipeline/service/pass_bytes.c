@@ -1,9 +1,11 @@
 /*
  * pass_bytes.c - the one place serve reads a pass's objects.
  *
- * Today an object is one key of the store (pkpass_key, qr_key) read with
- * pm_store_get; a store with another layout swaps its reader in here and
- * nowhere else.
+ * An object is one key of the store (pkpass_key, qr_key) read with
+ * pm_store_get.  With store.layout = split the store serve opened is the
+ * split store (stores/store.h), whose get assembles the template prefix and
+ * the pass's own part into the bytes the full layout keeps, so serve needs
+ * no layout of its own (stores/pass_read.h reads the same way).
  */
 #include "service/internal.h"
 
