@@ -24,5 +24,6 @@ int cmd_show(int argc, char **argv);       /* cmd_registry.c */
 int cmd_stats(int argc, char **argv);      /* cmd_registry.c */
 int cmd_export(int argc, char **argv);     /* cmd_registry.c */
 int cmd_url(int argc, char **argv);        /* cmd_registry.c */
+int cmd_push(int argc, char **argv);       /* cmd_push.c */
 
 #endif

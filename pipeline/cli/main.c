@@ -21,6 +21,7 @@ static const command commands[] = {
     {"stats", cmd_stats, "count the registry's passes by status"},
     {"export", cmd_export, "stream the registry's results and rejects as JSON Lines"},
     {"url", cmd_url, "print a fresh download URL of a pass and its QR image"},
+    {"push", cmd_push, "send the registry's queued pushes to APNs once"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };
