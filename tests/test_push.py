@@ -135,7 +135,8 @@ def check(cond, what):
 
 
 def tok(prefix, i):
-    return (prefix + "%060x" % i)[:64]
+    """A 64-hex-digit token (as APNs' are) starting with prefix, distinct per i."""
+    return prefix + ("%x" % i).rjust(64 - len(prefix), "0")
 
 
 def counter(env, name):
@@ -296,6 +297,72 @@ def test_run_void_queues_one_push_per_device(env):
     lines = env.stop_standin()
     got = collections.Counter(l[1] for l in lines if l[0] == "200")
     check(got == collections.Counter({tok("d", 1): 3, tok("d", 2): 1}), "deliveries %s" % got)
+
+
+def pg_url():
+    """PASSMILL_REGISTRY_URL, or a private ops/pg-dev server (like test_registry)."""
+    if not os.environ.get("PASSMILL_REGISTRY_URL"):
+        d = os.environ.setdefault("PASSMILL_PG_DIR", tempfile.mkdtemp(prefix="pm-push-pg-"))
+        out = sh(SRC + "/ops/pg-dev", "start", env=dict(os.environ, PASSMILL_PG_DIR=d)).stdout
+        for line in out.splitlines():
+            k, v = line.replace("export ", "").split("=", 1)
+            os.environ[k] = v
+    return os.environ["PASSMILL_REGISTRY_URL"], os.environ["PASSMILL_REGISTRY_PASSWORD_FILE"]
+
+
+def test_pg_outbox_and_shared_senders(env):
+    """PostgreSQL: apply() queues, the four verdicts, and two senders sharing one outbox."""
+    url, pwfile = pg_url()
+    schema = "push_%d" % os.getpid()
+    penv = dict(os.environ, PGPASSWORD=open(pwfile).read().strip())
+
+    def psql(q):
+        return subprocess.run(["psql", url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "SET search_path = %s; %s" % (schema, q)],
+                              check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=penv).stdout.strip()
+    subprocess.run(["psql", url, "-XAtq", "-c", "CREATE SCHEMA %s" % schema], check=True, env=penv, stdout=subprocess.PIPE)
+    sep = "&" if "?" in url else "?"
+    regurl = url + sep + "options=-csearch_path%3D" + schema
+    extra = {"registry_path": "", "registry_url": regurl, "registry_password_file": pwfile}
+    try:
+        recs = [json.loads(l) for l in sh(BIN, "sample", "--count", "3", "--seed", "4").stdout.splitlines()]
+        r = env.run(recs, **extra)
+        check(r.returncode == 0, "issue on pg: %s" % r.stderr)
+        s = [x["serial_number"] for x in recs]
+        now = int(time.time())
+        devs = [("ok", tok("b", 1)), ("gone", tok("a410", 2)), ("busy", tok("a4291", 3)), ("bad", tok("a400", 4))]
+        psql("INSERT INTO devices VALUES " + ",".join("('%s', '%s', %d, %d)" % (d, t, now, now) for d, t in devs))
+        psql("INSERT INTO registrations VALUES " + ",".join("('%s', '%s', '%s', %d)" % (d, TOPIC, s[0], now) for d, _ in devs))
+        r = env.run([{"serial_number": s[0], "action": "VOID"}, {"serial_number": s[1], "action": "VOID"}], **extra)
+        check(r.returncode == 0, "void on pg: %s" % r.stderr)
+        check(psql("SELECT count(*) FROM push_outbox WHERE serial = '%s'" % s[0]) == "4", "pg outbox rows")
+        check(psql("SELECT count(*) FROM push_outbox") == "4", "a serial without registrations queued a push")
+        env.start_standin()
+        r = env.push(**extra)
+        check(summary(r.stdout) == {"sent": "1", "failed": "1", "retried": "1", "gone": "1"}, r.stdout + r.stderr)
+        check(psql("SELECT device_id, state, last_status, last_reason FROM push_outbox ORDER BY device_id") ==
+              "bad|failed|400|BadDeviceToken\nbusy|queued|429|TooManyRequests", psql("SELECT * FROM push_outbox"))
+        check(psql("SELECT count(*) FROM devices WHERE device_id = 'gone'") == "0", "410 kept the device")
+        time.sleep(2.2)
+        check(summary(env.push(**extra).stdout)["sent"] == "1", "retry on pg")
+        check(psql("SELECT value FROM counters WHERE name = 'push_sent'") == "2", "pg counter")
+        # Two senders, one outbox: SKIP LOCKED claims, no push sent twice.
+        n = 6000
+        psql("INSERT INTO push_outbox (device_id, push_token, pass_type_id, serial, update_tag, queued_at, next_attempt_at)"
+             " SELECT 'dev' || i, 'c' || lpad(to_hex(i), 63, '0'), '%s', '%s', 1, %d, %d FROM generate_series(1, %d) i"
+             % (TOPIC, s[2], now, now, n))
+        procs = [subprocess.Popen([BIN, "push", *env.args(push_batch=200, **extra)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        sent = [int(summary(o[0])["sent"]) for o in outs]
+        check(sum(sent) == n, "sent %s of %d: %s" % (sent, n, outs))
+        check(all(x > 0 for x in sent), "one sender did all the work: %s" % sent)
+        lines = env.stop_standin()
+        seen = collections.Counter(l[1] for l in lines if l[0] == "200" and l[1].startswith("c"))
+        check(len(seen) == n and max(seen.values()) == 1, "%d distinct, max %d per token" % (len(seen), max(seen.values())))
+        print("pg: two senders shared %d pushes as %s, none twice" % (n, sent))
+    finally:
+        subprocess.run(["psql", url, "-XAtq", "-c", "DROP SCHEMA %s CASCADE" % schema], env=penv,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def main():
