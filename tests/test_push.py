@@ -85,12 +85,12 @@ class Env:
         with open(path, "w") as f:
             for r in records:
                 f.write(json.dumps(r) + "\n")
-        return subprocess.run([BIN, "run", *self.args(**extra), "-X", "input.path=" + path, "-X", "engine.workers=2"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return sanitized(subprocess.run([BIN, "run", *self.args(**extra), "-X", "input.path=" + path, "-X", "engine.workers=2"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
 
     def push(self, identity="id", **extra):
-        return subprocess.run([BIN, "push", *self.args(identity, **extra)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=600)
+        return sanitized(subprocess.run([BIN, "push", *self.args(identity, **extra)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, timeout=600))
 
     def sql(self, q, *p):
         c = sqlite3.connect(self.db, timeout=30)
@@ -127,6 +127,13 @@ class Env:
     def close(self):
         self.stop_standin()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def sanitized(r):
+    """A sanitizer build's report fails the case (the exit status may not show it)."""
+    for mark in ("ERROR: AddressSanitizer", "runtime error:", "WARNING: ThreadSanitizer", "ERROR: LeakSanitizer"):
+        check(mark not in r.stderr, "sanitizer: %s" % r.stderr[-2000:])
+    return r
 
 
 def check(cond, what):
