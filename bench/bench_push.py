@@ -41,7 +41,7 @@ def rate(n, procs):
         env.queue([("dev%d" % i, tp.tok("c", i), s[0]) for i in range(n)])
         env.start_standin(processes=procs)
         c0 = standin_cpu(env)
-        wall, cpu, rc, out, err = timed([BIN, "push", *env.args()])
+        wall, cpu, rc, out, err = timed([BIN, "push", *env.args(push_batch=os.environ.get("PUSH_BATCH", "1000"), push_connections=os.environ.get("PUSH_CONNECTIONS", "2"))])
         scpu = standin_cpu(env) - c0
         lines = env.stop_standin()
         ok = sum(1 for l in lines if l[0] == "200")

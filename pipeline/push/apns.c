@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -266,8 +267,14 @@ int pm_apns_send(pm_apns *a, const pm_push_item *items, pm_push_result *res, siz
     int running = 1;
     while (running) {
         CURLMcode mc = curl_multi_perform(a->multi, &running);
-        if (mc == CURLM_OK && running)
+        if (mc == CURLM_OK && running) {
             mc = curl_multi_poll(a->multi, NULL, 0, 1000, NULL);
+            /* Every perform walks all of the batch's transfers: let answers
+             * gather for a millisecond so one walk settles many of them
+             * (measured: CPU per push fell, see docs/push.md). */
+            struct timespec gather = {0, 1000000L};
+            nanosleep(&gather, NULL);
+        }
         if (mc != CURLM_OK) {
             rc = pm_error_set(err, PM_ERR_IO, "push: %s", curl_multi_strerror(mc));
             break;
