@@ -13,6 +13,7 @@
 #include "engine/context.h"
 #include "engine/engine.h"
 #include "outcomes/outcome.h"
+#include "push/pusher.h"
 #include "registry/registry.h"
 #include "sources/source.h"
 #include "stores/store.h"
@@ -155,6 +156,7 @@ int cmd_run(int argc, char **argv)
     pm_outcome *outcomes[2] = {NULL, NULL};
     size_t n_outcomes = 0;
     pm_registry *registry = NULL;
+    pm_pusher *pusher = NULL;
     char run_id[PM_RUN_ID_LEN + 1];
     bool run_begun = false;
     pm_registry_run_id(run_id);
@@ -189,6 +191,11 @@ int cmd_run(int argc, char **argv)
     }
     if (pm_source_open(cfg, &source, &err) != 0)
         goto runtime_error;
+    /* push.enabled: the run's pushes leave while it runs, on the pusher's
+     * own thread and registry handle (docs/push.md). */
+    if (cfg->push_enabled &&
+        (pm_pusher_create(cfg, &pusher, &err) != 0 || pm_pusher_start(pusher, &err) != 0))
+        goto config_error;
 
     if (registry) {
         if (registry->ops->begin_run(registry, run_id, "run", &err) != 0)
@@ -236,6 +243,18 @@ int cmd_run(int argc, char **argv)
             rc = -1;
         }
     }
+    if (pusher) {
+        /* What the run queued last goes out before the exit. */
+        pm_pusher_stop(pusher);
+        pm_error perr;
+        if (pm_pusher_drain(pusher, &perr) != 0)
+            fprintf(stderr, "passmill run: push: %s\n", perr.message);
+        pm_push_counts pc;
+        pm_pusher_counts(pusher, &pc);
+        fprintf(stderr, "passmill: pushes sent=%llu failed=%llu retried=%llu gone=%llu\n",
+                (unsigned long long)pc.sent, (unsigned long long)pc.failed,
+                (unsigned long long)pc.retried, (unsigned long long)pc.gone);
+    }
     fprintf(stderr, "passmill: %.2fs, %.0f passes/s with %u workers\n", stats.seconds,
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0, opts.workers);
     if (rc != 0) {
@@ -259,6 +278,7 @@ runtime_error:
     fprintf(stderr, "passmill run: %s\n", err.message);
     status = err.code == PM_ERR_CONFIG ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
 out:
+    pm_pusher_destroy(pusher);
     pm_source_close(source); /* a Kafka source commits what is durable here */
     for (size_t i = 0; i < n_outcomes; i++)
         pm_outcome_close(outcomes[i]);

@@ -33,5 +33,6 @@ int cmd_redeem(int argc, char **argv);     /* cmd_lifecycle.c */
 int cmd_activate(int argc, char **argv);   /* cmd_lifecycle.c */
 int cmd_reissue(int argc, char **argv);    /* cmd_lifecycle.c */
 int cmd_templates(int argc, char **argv);  /* cmd_lifecycle.c */
+int cmd_push(int argc, char **argv);       /* cmd_push.c */
 
 #endif

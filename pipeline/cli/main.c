@@ -30,6 +30,7 @@ static const command commands[] = {
     {"activate", cmd_activate, "make voided/expired/redeemed passes active again"},
     {"reissue", cmd_reissue, "re-render changed passes from the registry (template, signer)"},
     {"templates", cmd_templates, "list template versions in use and their pass counts"},
+    {"push", cmd_push, "send the registry's queued pushes to APNs once"},
     {"devbroker", cmd_devbroker, "run a local Kafka-protocol broker for demos and tests"},
     {"produce", cmd_produce, "load records into a Kafka topic"},
 };

@@ -71,6 +71,17 @@ const pm_config_key pm_config_keys[] = {
     K("kafka.results_format", PM_CFG_STRING, kafka_results_format, "json", "Results topic values: json (the only format implemented)."),
     K("kafka.exit_on_eof", PM_CFG_BOOL, exit_on_eof, "false", "Stop once every assigned partition is at its end."),
     K("kafka.shutdown_timeout_ms", PM_CFG_INT, kafka_shutdown_ms, "30000", "Bound on stopping when the broker is gone: with kafka.exit_on_eof a run exits within about this long after the last broker became unreachable, and on SIGTERM within it; a third each for giving up on the broker, the last result deliveries (what is left counts failed and is not committed, so it is delivered again) and leaving the group."),
+    K("push.enabled", PM_CFG_BOOL, push_enabled, "false", "run (and serve) send the registry's queued pushes to APNs continuously on a thread of their own (passmill push drains once)."),
+    K("push.apns_url", PM_CFG_STRING, push_apns_url, "https://api.push.apple.com:443", "APNs provider API base URL (HTTP/2 over TLS); Apple's development host is https://api.sandbox.push.apple.com:443."),
+    K("push.ca_file", PM_CFG_PATH, push_ca_file, "", "PEM CA bundle to verify the APNs host with instead of the system's (a private stand-in); verification is never off."),
+    K("push.connections", PM_CFG_INT, push_connections, "2", "HTTP/2 connections to the APNs host."),
+    K("push.streams", PM_CFG_INT, push_streams, "500", "Concurrent streams per connection (APNs may allow fewer)."),
+    K("push.batch", PM_CFG_INT, push_batch, "1000", "Pushes claimed, sent concurrently and settled per round (one registry transaction each)."),
+    K("push.lease", PM_CFG_INT, push_lease, "60", "Seconds a claimed push is kept from other senders; a sender that dies leaves its round due again after this."),
+    K("push.backoff_initial", PM_CFG_INT, push_backoff_initial, "1", "Seconds before the first retry of a 429, 5xx or unanswered push; doubled per attempt (Retry-After wins when APNs sends it)."),
+    K("push.backoff_max", PM_CFG_INT, push_backoff_max, "3600", "Longest wait between retries, in seconds."),
+    K("push.poll_ms", PM_CFG_INT, push_poll_ms, "500", "Continuous sender: how often it looks for due pushes, in milliseconds."),
+    K("push.timeout_ms", PM_CFG_INT, push_timeout_ms, "10000", "Per-request timeout in milliseconds (then retried)."),
 };
 const size_t pm_config_keys_len = sizeof pm_config_keys / sizeof pm_config_keys[0];
 

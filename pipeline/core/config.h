@@ -109,6 +109,18 @@ typedef struct pm_config {
     int64_t service_timeout_s; /* idle / slow connection timeout */
     int64_t service_max_connections;
     int64_t service_link_expiry_s; /* default lifetime of `passmill link` */
+    /* APNs push (docs/push.md) */
+    bool push_enabled;        /* run/serve drain the outbox continuously */
+    char *push_apns_url;
+    char *push_ca_file;       /* extra CA bundle for the APNs host, "" = the system's */
+    int64_t push_connections;
+    int64_t push_streams;
+    int64_t push_batch;
+    int64_t push_lease;       /* seconds a claimed push is kept from other senders */
+    int64_t push_backoff_initial;
+    int64_t push_backoff_max;
+    int64_t push_poll_ms;
+    int64_t push_timeout_ms;
 
     /* kafka.* pass-through properties, in file order */
     pm_kv *kafka_props;

@@ -89,6 +89,48 @@ typedef struct pm_registry_service_stats {
 /* Called once per serial of serials_since(); a non-zero return stops. */
 typedef int (*pm_registry_serial_fn)(void *arg, const char *serial);
 
+/*
+ * Pushes (docs/push.md).  apply() queues one push_outbox row per device
+ * registered for a serial whose pass changed (PM_OUTCOME_PASS), in the same
+ * transaction.  A sender claims due rows (claiming pushes their
+ * next_attempt_at to the lease's end, so a sender that dies leaves them due
+ * again then: at-least-once), sends them, and settles each in one
+ * transaction per batch.  Several senders may share one outbox: PostgreSQL
+ * claims with FOR UPDATE SKIP LOCKED, SQLite under its write lock.
+ */
+#define PM_PUSH_TOKEN_MAX 200
+#define PM_PUSH_ID_MAX 256
+
+typedef struct pm_push_item {
+    int64_t id;                           /* push_outbox.id */
+    char device_id[PM_PUSH_ID_MAX];
+    char push_token[PM_PUSH_TOKEN_MAX + 1];
+    char pass_type_id[PM_PUSH_ID_MAX];    /* the APNs topic */
+    char serial[PM_PUSH_ID_MAX];
+    int attempts;                         /* including this one */
+} pm_push_item;
+
+typedef enum pm_push_verdict {
+    PM_PUSH_SENT,      /* APNs accepted it: the row is deleted */
+    PM_PUSH_RETRY,     /* 429, 5xx, no answer: due again at retry_at */
+    PM_PUSH_FAILED,    /* another 4xx: kept with state 'failed' */
+    PM_PUSH_GONE,      /* 410: the device's registrations for the topic, the
+                        * device when none is left, and its pushes go */
+} pm_push_verdict;
+
+typedef struct pm_push_result {
+    pm_push_verdict verdict;
+    int status;                           /* HTTP status, 0 = no answer */
+    char reason[96];                      /* APNs' reason, or the transport error */
+    int64_t retry_at;                     /* PM_PUSH_RETRY: unix seconds */
+} pm_push_result;
+
+/* The outbox now and the counters so far (counters rows push_*). */
+typedef struct pm_push_status {
+    uint64_t due, waiting, failed;        /* queued and due / queued later / failed rows */
+    uint64_t sent, failed_total, retried, gone;   /* counters */
+} pm_push_status;
+
 /* Called once per exported row; a non-zero return stops the export. */
 typedef int (*pm_registry_row_fn)(void *arg, json_t *row);
 
@@ -186,6 +228,15 @@ typedef struct pm_registry_ops {
     /* `passmill export`: results then rejects matching f, oldest first. */
     int (*export_rows)(pm_registry *r, const pm_registry_filter *f, pm_registry_row_fn fn,
                        void *arg, pm_error *err);
+
+    /* Claim up to max due pushes (state queued, next_attempt_at <= now):
+     * attempts + 1, next_attempt_at = lease_until; *n of them into items. */
+    int (*push_claim)(pm_registry *r, int64_t now, int64_t lease_until, pm_push_item *items,
+                      size_t max, size_t *n, pm_error *err);
+    /* Settle n claimed pushes by their results, and add to the counters, in one transaction. */
+    int (*push_settle)(pm_registry *r, const pm_push_item *items, const pm_push_result *res,
+                       size_t n, pm_error *err);
+    int (*push_status)(pm_registry *r, int64_t now, pm_push_status *out, pm_error *err);
     void (*close)(pm_registry *r);
 } pm_registry_ops;
 

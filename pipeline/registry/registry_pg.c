@@ -156,6 +156,13 @@ static const char *const writer_statements[][2] = {
     /* FOR UPDATE: the lock that orders batches of every process sharing the registry. */
     {"get_tag", "SELECT value FROM counters WHERE name = 'update_tag' FOR UPDATE"},
     {"set_tag", "UPDATE counters SET value = $1::bigint WHERE name = 'update_tag'"},
+    {"any_registration", "SELECT EXISTS (SELECT 1 FROM registrations)"},
+    /* One outbox row per device registered for the serial: $1 tag, $2 now, $3 serial. */
+    {"queue_pushes",
+     "INSERT INTO push_outbox (device_id, push_token, pass_type_id, serial, update_tag,"
+     " queued_at, next_attempt_at)"
+     " SELECT g.device_id, d.push_token, g.pass_type_id, g.serial, $1::bigint, $2::bigint, $2::bigint"
+     " FROM registrations g JOIN devices d ON d.device_id = g.device_id WHERE g.serial = $3"},
 };
 
 static const char *const reader_statements[][2] = {
@@ -616,6 +623,16 @@ static int pg_apply(pm_registry *base, const char *run_id, pm_job *const *jobs, 
     }
     int64_t tag = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
+    /* One probe per batch: with no registration at all a pass change costs
+     * no outbox statement. */
+    if (!(res = run_prepared(r->conn, "any_registration", 0, NULL, "look for registrations", err))) {
+        rollback(r->conn);
+        return -1;
+    }
+    bool pushes = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    char now_text[24];
+    int_text(now_text, (int64_t)time(NULL));
 
     pipeline *pl = calloc(1, sizeof *pl);
     if (!pl) {
@@ -638,6 +655,13 @@ static int pg_apply(pm_registry *base, const char *run_id, pm_job *const *jobs, 
             rc = apply_pass(pl, run_id, job, ++tag, o, err);
             if (rc == 0)
                 rc = apply_result(pl, run_id, job, o, err);
+            if (rc == 0 && pushes) {
+                /* libpq copies parameters when sending: a stack buffer is fine. */
+                char tagtext[24];
+                int_text(tagtext, tag);
+                const char *p[3] = {tagtext, now_text, job->serial};
+                rc = pipe_send(pl, "queue_pushes", 3, p, "queue pushes", job->serial, err);
+            }
         } else if (job->outcome == PM_OUTCOME_UNCHANGED) {
             rc = apply_result(pl, run_id, job, o, err);
         } else {
@@ -1192,6 +1216,183 @@ static int pg_export(pm_registry *base, const pm_registry_filter *f, pm_registry
     return export_query(r->conn, sql, &fs, reject_row, fn, arg, &stop, "export rejects", err);
 }
 
+
+/* ---- pushes (a sender's own registry handle) ---- */
+
+static int pg_push_claim(pm_registry *base, int64_t now, int64_t lease_until, pm_push_item *items,
+                         size_t max, size_t *n, pm_error *err)
+{
+    pg_registry *r = (pg_registry *)base;
+    *n = 0;
+    if (pg_alive(r->conn, writer_setup, err) != 0)
+        return -1;
+    char lease[24], nowt[24], maxt[24];
+    int_text(lease, lease_until);
+    int_text(nowt, now);
+    int_text(maxt, (int64_t)max);
+    const char *p[3] = {lease, nowt, maxt};
+    /* SKIP LOCKED: senders sharing the outbox each take other rows instead
+     * of waiting on each other's claims.  The statement is its own
+     * transaction; the lease is what keeps a claimed row from the others. */
+    PGresult *res = PQexecParams(r->conn,
+        "UPDATE push_outbox o SET attempts = o.attempts + 1, next_attempt_at = $1::bigint"
+        " FROM (SELECT id FROM push_outbox WHERE state = 'queued' AND next_attempt_at <= $2::bigint"
+        " ORDER BY next_attempt_at, id LIMIT $3::bigint FOR UPDATE SKIP LOCKED) due"
+        " WHERE o.id = due.id"
+        " RETURNING o.id, o.device_id, o.push_token, o.pass_type_id, o.serial, o.attempts",
+        3, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        int rc = pg_fail(err, r->conn, res, "claim pushes");
+        PQclear(res);
+        return rc;
+    }
+    int rows = PQntuples(res);
+    for (int i = 0; i < rows && *n < max; i++) {
+        pm_push_item *it = &items[(*n)++];
+        it->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        snprintf(it->device_id, sizeof it->device_id, "%s", PQgetvalue(res, i, 1));
+        snprintf(it->push_token, sizeof it->push_token, "%s", PQgetvalue(res, i, 2));
+        snprintf(it->pass_type_id, sizeof it->pass_type_id, "%s", PQgetvalue(res, i, 3));
+        snprintf(it->serial, sizeof it->serial, "%s", PQgetvalue(res, i, 4));
+        it->attempts = atoi(PQgetvalue(res, i, 5));
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_params(PGconn *conn, const char *sql, int n, const char *const *p, const char *what,
+                     pm_error *err)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, p, NULL, NULL, 0);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : pg_fail(err, conn, res, what);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_push_settle(pm_registry *base, const pm_push_item *items, const pm_push_result *res,
+                          size_t n, pm_error *err)
+{
+    pg_registry *r = (pg_registry *)base;
+    if (n == 0)
+        return 0;
+    if (pg_alive(r->conn, writer_setup, err) != 0 || pg_exec(r->conn, "BEGIN", "begin", err) != 0)
+        return -1;
+    /* Delivered rows in one statement: "{1,2,3}" (the common case). */
+    pm_buf ids;
+    pm_buf_init(&ids);
+    uint64_t counts[4] = {0};
+    int rc = pm_buf_append(&ids, "{", 1) == 0 ? 0 : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    bool first = true;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const pm_push_item *it = &items[i];
+        const pm_push_result *pr = &res[i];
+        counts[pr->verdict]++;
+        char id[24], at[24], status[24];
+        int_text(id, it->id);
+        int_text(at, pr->retry_at);
+        int_text(status, pr->status);
+        char reason[sizeof pr->reason];
+        const char *why = utf8_clean(pr->reason, reason, sizeof reason);
+        switch (pr->verdict) {
+        case PM_PUSH_SENT: {
+            char one[32];
+            int len = snprintf(one, sizeof one, "%s%s", first ? "" : ",", id);
+            first = false;
+            rc = pm_buf_append(&ids, one, (size_t)len) == 0 ? 0 : pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        case PM_PUSH_RETRY: {
+            const char *p[4] = {id, at, status, why};
+            rc = pg_params(r->conn, "UPDATE push_outbox SET next_attempt_at = $2::bigint,"
+                           " last_status = $3::int, last_reason = $4 WHERE id = $1::bigint",
+                           4, p, "reschedule a push", err);
+            break;
+        }
+        case PM_PUSH_FAILED: {
+            const char *p[3] = {id, status, why};
+            rc = pg_params(r->conn, "UPDATE push_outbox SET state = 'failed', last_status = $2::int,"
+                           " last_reason = $3 WHERE id = $1::bigint", 3, p, "fail a push", err);
+            break;
+        }
+        case PM_PUSH_GONE: {
+            /* The token no longer valid for the topic: only while the device
+             * still has that token (one it sent since is not gone). */
+            const char *p[3] = {it->device_id, it->pass_type_id, it->push_token};
+            rc = pg_params(r->conn, "DELETE FROM registrations WHERE device_id = $1 AND pass_type_id = $2"
+                           " AND device_id IN (SELECT device_id FROM devices WHERE push_token = $3)",
+                           3, p, "delete registrations", err);
+            if (rc == 0) {
+                const char *q[2] = {it->device_id, it->push_token};
+                rc = pg_params(r->conn, "DELETE FROM devices WHERE device_id = $1 AND push_token = $2"
+                               " AND NOT EXISTS (SELECT 1 FROM registrations WHERE device_id = $1)",
+                               2, q, "delete a device", err);
+            }
+            if (rc == 0) {
+                const char *q[4] = {id, it->device_id, it->push_token, it->pass_type_id};
+                rc = pg_params(r->conn, "DELETE FROM push_outbox WHERE id = $1::bigint OR (device_id = $2"
+                               " AND push_token = $3 AND pass_type_id = $4 AND state = 'queued')",
+                               4, q, "delete pushes", err);
+            }
+            break;
+        }
+        }
+    }
+    if (rc == 0)
+        rc = pm_buf_append(&ids, "}", 2) == 0 ? 0 : pm_error_set(err, PM_ERR_NOMEM, "out of memory"); /* with its NUL */
+    if (rc == 0 && counts[PM_PUSH_SENT]) {
+        const char *p[1] = {(const char *)ids.data};
+        rc = pg_params(r->conn, "DELETE FROM push_outbox WHERE id = ANY ($1::bigint[])", 1, p,
+                       "delete delivered pushes", err);
+    }
+    static const char *const counter[4] = {"push_sent", "push_retried", "push_failed", "push_gone"};
+    for (int k = 0; rc == 0 && k < 4; k++) {
+        if (!counts[k])
+            continue;
+        char v[24];
+        int_text(v, (int64_t)counts[k]);
+        const char *p[2] = {counter[k], v};
+        rc = pg_params(r->conn, "INSERT INTO counters (name, value) VALUES ($1, $2::bigint)"
+                       " ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                       2, p, "push counters", err);
+    }
+    pm_buf_free(&ids);
+    if (rc == 0 && pg_exec(r->conn, "COMMIT", "commit", err) == 0)
+        return 0;
+    rollback(r->conn);
+    return -1;
+}
+
+static int pg_push_status(pm_registry *base, int64_t now, pm_push_status *out, pm_error *err)
+{
+    pg_registry *r = (pg_registry *)base;
+    memset(out, 0, sizeof *out);
+    if (pg_alive(r->conn, writer_setup, err) != 0)
+        return -1;
+    char nowt[24];
+    int_text(nowt, now);
+    const char *p[1] = {nowt};
+    PGresult *res = PQexecParams(r->conn,
+        "SELECT count(*) FILTER (WHERE state = 'queued' AND next_attempt_at <= $1::bigint),"
+        " count(*) FILTER (WHERE state = 'queued' AND next_attempt_at > $1::bigint),"
+        " count(*) FILTER (WHERE state = 'failed'),"
+        " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_sent'),"
+        " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_failed'),"
+        " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_retried'),"
+        " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_gone')"
+        " FROM push_outbox", 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        int rc = pg_fail(err, r->conn, res, "push status");
+        PQclear(res);
+        return rc;
+    }
+    uint64_t *f[] = {&out->due, &out->waiting, &out->failed, &out->sent, &out->failed_total,
+                     &out->retried, &out->gone};
+    for (int i = 0; i < 7; i++)
+        *f[i] = strtoull(PQgetvalue(res, 0, i), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
 static void pg_close(pm_registry *base)
 {
     pg_registry *r = (pg_registry *)base;
@@ -1226,6 +1427,9 @@ static const pm_registry_ops pg_ops = {
     .show = pg_show,
     .stats = pg_stats,
     .export_rows = pg_export,
+    .push_claim = pg_push_claim,
+    .push_settle = pg_push_settle,
+    .push_status = pg_push_status,
     .close = pg_close,
 };
 

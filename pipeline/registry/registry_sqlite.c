@@ -31,6 +31,7 @@ typedef struct sqlite_registry {
     sqlite3 *db;            /* the writer connection (durability thread) */
     char *path;
     sqlite3_stmt *upsert, *del_groups, *add_group, *add_result, *add_reject, *get_tag, *set_tag;
+    sqlite3_stmt *any_registration, *queue_pushes;
 } sqlite_registry;
 
 typedef struct sqlite_reader {
@@ -366,6 +367,11 @@ static int sqlite_apply(pm_registry *base, const char *run_id, pm_job *const *jo
     if (sqlite3_step(r->get_tag) == SQLITE_ROW)
         tag = sqlite3_column_int64(r->get_tag, 0);
     sqlite3_reset(r->get_tag);
+    /* One probe per batch: with no registration at all (a registry that
+     * serves no devices) a pass change costs no outbox statement. */
+    bool pushes = sqlite3_step(r->any_registration) == SQLITE_ROW &&
+                  sqlite3_column_int(r->any_registration, 0) != 0;
+    sqlite3_reset(r->any_registration);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         const pm_job *job = jobs[i];
@@ -376,6 +382,12 @@ static int sqlite_apply(pm_registry *base, const char *run_id, pm_job *const *jo
             rc = apply_pass(r, run_id, job, ++tag, origin, err);
             if (rc == 0)
                 rc = apply_result(r, run_id, job, origin, err);
+            if (rc == 0 && pushes) {
+                sqlite3_bind_int64(r->queue_pushes, 1, tag);
+                sqlite3_bind_int64(r->queue_pushes, 2, (sqlite3_int64)time(NULL));
+                bind_text(r->queue_pushes, 3, job->serial);
+                rc = step_done(r->db, r->queue_pushes, "queue pushes", err);
+            }
             break;
         case PM_OUTCOME_UNCHANGED:
             rc = apply_result(r, run_id, job, origin, err);
@@ -879,11 +891,171 @@ static int sqlite_export(pm_registry *base, const pm_registry_filter *f, pm_regi
     return 0;
 }
 
+
+/* ---- pushes (a sender's own registry handle) ---- */
+
+/* One outbox row per device registered for the serial (the queue_pushes
+ * statement): ?1 update tag, ?2 now, ?3 serial. */
+#define PUSH_QUEUE_SQL                                                                          \
+    "INSERT INTO push_outbox (device_id, push_token, pass_type_id, serial, update_tag,"        \
+    " queued_at, next_attempt_at)"                                                              \
+    " SELECT g.device_id, d.push_token, g.pass_type_id, g.serial, ?1, ?2, ?2"                   \
+    " FROM registrations g JOIN devices d ON d.device_id = g.device_id WHERE g.serial = ?3"
+
+static void copy_text(sqlite3_stmt *st, int col, char *out, size_t cap)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(out, cap, "%s", t ? (const char *)t : "");
+}
+
+static int sqlite_push_claim(pm_registry *base, int64_t now, int64_t lease_until, pm_push_item *items,
+                             size_t max, size_t *n, pm_error *err)
+{
+    sqlite_registry *r = (sqlite_registry *)base;
+    *n = 0;
+    sqlite3_stmt *st;
+    /* One statement is atomic under SQLite's write lock: two senders never
+     * claim the same row. */
+    if (prepare(r->db,
+                "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = ?1"
+                " WHERE id IN (SELECT id FROM push_outbox WHERE state = 'queued'"
+                " AND next_attempt_at <= ?2 ORDER BY next_attempt_at, id LIMIT ?3)"
+                " RETURNING id, device_id, push_token, pass_type_id, serial, attempts",
+                &st, err) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, lease_until);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)max);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && *n < max) {
+        pm_push_item *it = &items[(*n)++];
+        it->id = sqlite3_column_int64(st, 0);
+        copy_text(st, 1, it->device_id, sizeof it->device_id);
+        copy_text(st, 2, it->push_token, sizeof it->push_token);
+        copy_text(st, 3, it->pass_type_id, sizeof it->pass_type_id);
+        copy_text(st, 4, it->serial, sizeof it->serial);
+        it->attempts = sqlite3_column_int(st, 5);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        *n = 0;
+        return db_error(err, r->db, "claim pushes");
+    }
+    return 0;
+}
+
+static int sqlite_push_settle(pm_registry *base, const pm_push_item *items, const pm_push_result *res,
+                              size_t n, pm_error *err)
+{
+    sqlite_registry *r = (sqlite_registry *)base;
+    if (n == 0)
+        return 0;
+    static const char *const sql[] = {
+        "DELETE FROM push_outbox WHERE id = ?1",
+        "UPDATE push_outbox SET next_attempt_at = ?2, last_status = ?3, last_reason = ?4 WHERE id = ?1",
+        "UPDATE push_outbox SET state = 'failed', last_status = ?3, last_reason = ?4 WHERE id = ?1",
+        /* 410: the token is no longer valid for the topic.  Only while the
+         * device still has that token: one it sent since is not gone. */
+        "DELETE FROM registrations WHERE device_id = ?5 AND pass_type_id = ?6"
+        " AND device_id IN (SELECT device_id FROM devices WHERE push_token = ?7)",
+        "DELETE FROM devices WHERE device_id = ?5 AND push_token = ?7"
+        " AND NOT EXISTS (SELECT 1 FROM registrations WHERE device_id = ?5)",
+        "DELETE FROM push_outbox WHERE id = ?1 OR (device_id = ?5 AND push_token = ?7"
+        " AND pass_type_id = ?6 AND state = 'queued')",
+        "INSERT INTO counters (name, value) VALUES (?1, ?2)"
+        " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+    };
+    enum { N_SQL = sizeof sql / sizeof sql[0] };
+    sqlite3_stmt *st[N_SQL] = {0};
+    int rc = -1;
+    if (exec(r->db, "BEGIN IMMEDIATE", err) != 0)
+        return -1;
+    for (size_t i = 0; i < N_SQL; i++)
+        if (prepare(r->db, sql[i], &st[i], err) != 0)
+            goto out;
+    uint64_t counts[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const pm_push_item *it = &items[i];
+        const pm_push_result *pr = &res[i];
+        int first = 0, last = 0;
+        switch (pr->verdict) {
+        case PM_PUSH_SENT: first = last = 0; break;
+        case PM_PUSH_RETRY: first = last = 1; break;
+        case PM_PUSH_FAILED: first = last = 2; break;
+        case PM_PUSH_GONE: first = 3; last = 5; break;
+        }
+        counts[pr->verdict]++;
+        for (int k = first; k <= last; k++) {
+            sqlite3_stmt *s = st[k];
+            int np = sqlite3_bind_parameter_count(s);
+            for (int p = 1; p <= np; p++) {
+                const char *name = sqlite3_bind_parameter_name(s, p);
+                int which = name ? atoi(name + 1) : p;
+                switch (which) {
+                case 1: sqlite3_bind_int64(s, p, it->id); break;
+                case 2: sqlite3_bind_int64(s, p, pr->retry_at); break;
+                case 3: sqlite3_bind_int(s, p, pr->status); break;
+                case 4: bind_text(s, p, pr->reason); break;
+                case 5: bind_text(s, p, it->device_id); break;
+                case 6: bind_text(s, p, it->pass_type_id); break;
+                case 7: bind_text(s, p, it->push_token); break;
+                }
+            }
+            if (step_done(r->db, s, "settle a push", err) != 0)
+                goto out;
+        }
+    }
+    static const char *const counter[4] = {"push_sent", "push_retried", "push_failed", "push_gone"};
+    for (int k = 0; k < 4; k++) {
+        if (!counts[k])
+            continue;
+        bind_text(st[N_SQL - 1], 1, counter[k]);
+        sqlite3_bind_int64(st[N_SQL - 1], 2, (sqlite3_int64)counts[k]);
+        if (step_done(r->db, st[N_SQL - 1], "push counters", err) != 0)
+            goto out;
+    }
+    rc = exec(r->db, "COMMIT", err);
+out:
+    for (size_t i = 0; i < N_SQL; i++)
+        sqlite3_finalize(st[i]);
+    if (rc != 0)
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static int sqlite_push_status(pm_registry *base, int64_t now, pm_push_status *out, pm_error *err)
+{
+    sqlite_registry *r = (sqlite_registry *)base;
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st;
+    if (prepare(r->db,
+                "SELECT coalesce(sum(state = 'queued' AND next_attempt_at <= ?1), 0),"
+                " coalesce(sum(state = 'queued' AND next_attempt_at > ?1), 0),"
+                " coalesce(sum(state = 'failed'), 0),"
+                " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_sent'),"
+                " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_failed'),"
+                " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_retried'),"
+                " (SELECT coalesce(sum(value), 0) FROM counters WHERE name = 'push_gone')"
+                " FROM push_outbox", &st, err) != 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, now);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        uint64_t *f[] = {&out->due, &out->waiting, &out->failed, &out->sent, &out->failed_total,
+                         &out->retried, &out->gone};
+        for (int i = 0; i < 7; i++)
+            *f[i] = (uint64_t)sqlite3_column_int64(st, i);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : db_error(err, r->db, "push status");
+}
+
 static void sqlite_close(pm_registry *base)
 {
     sqlite_registry *r = (sqlite_registry *)base;
     sqlite3_stmt *sts[] = {r->upsert, r->del_groups, r->add_group, r->add_result,
-                           r->add_reject, r->get_tag, r->set_tag};
+                           r->add_reject, r->get_tag, r->set_tag, r->any_registration,
+                           r->queue_pushes};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++)
         sqlite3_finalize(sts[i]);
     sqlite3_close(r->db);
@@ -911,6 +1083,9 @@ static const pm_registry_ops sqlite_ops = {
     .show = sqlite_show,
     .stats = sqlite_stats,
     .export_rows = sqlite_export,
+    .push_claim = sqlite_push_claim,
+    .push_settle = sqlite_push_settle,
+    .push_status = sqlite_push_status,
     .close = sqlite_close,
 };
 
@@ -955,7 +1130,9 @@ int pm_registry_sqlite_open(const char *path, pm_registry **out, pm_error *err)
                 "INSERT INTO rejects (run_id, serial, code, field, reason, record, record_base64,"
                 " origin, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", &r->add_reject, err) != 0 ||
         prepare(r->db, "SELECT value FROM counters WHERE name = 'update_tag'", &r->get_tag, err) != 0 ||
-        prepare(r->db, "UPDATE counters SET value = ? WHERE name = 'update_tag'", &r->set_tag, err) != 0)
+        prepare(r->db, "UPDATE counters SET value = ? WHERE name = 'update_tag'", &r->set_tag, err) != 0 ||
+        prepare(r->db, "SELECT EXISTS (SELECT 1 FROM registrations)", &r->any_registration, err) != 0 ||
+        prepare(r->db, PUSH_QUEUE_SQL, &r->queue_pushes, err) != 0)
         goto fail;
     *out = &r->base;
     return 0;
