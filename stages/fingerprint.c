@@ -61,6 +61,10 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
     int found = pm_registry_lookup(scratch, job->serial, false, &prior, &job->err);
     if (found < 0)
         return -1;
+    /* What this pass is built on; merge's lookup comes first for a change by
+     * serial.  apply() writes the row only if it is still this one. */
+    if (!job->patch)
+        job->expect_tag = found ? prior.update_tag : PM_TAG_ABSENT;
     if (!found)
         return pm_registry_new_token(job->auth_token, &job->err);
     memcpy(job->auth_token, prior.auth_token, sizeof job->auth_token);
