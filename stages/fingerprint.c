@@ -69,6 +69,11 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
         return pm_registry_new_token(job->auth_token, &job->err);
     memcpy(job->auth_token, prior.auth_token, sizeof job->auth_token);
     if (strcmp(prior.content_hash, job->content_hash) == 0) {
+        /* Made again after a registry conflict (engine.c), this job's objects
+         * may have replaced the other process's: store the pass again rather
+         * than call it unchanged, so the store matches the row. */
+        if (job->attempts > 0)
+            return 0;
         job->unchanged = true;
         memcpy(job->prior_sha256, prior.pkpass_sha256, sizeof job->prior_sha256);
         return 0;

@@ -431,16 +431,20 @@ Test(registry_run_pg, two_processes_in_one_consumer_group_share_the_registry, .t
     cr_assert(ea == 0 && eb == 0, "exit %d %d (see $W/stderr-*.txt): %s", ea, eb, out);
     cr_assert(passes[0] > 0 && passes[1] > 0, "one process did all the work: %s", out);
     cr_assert_eq(rejects[0] + rejects[1], 0, "%s", out);
-    cr_assert_eq(passes[0] + passes[1], N, "every record once as a pass: %s", out);
-    cr_assert_eq(in[0] + in[1], N + unchanged[0] + unchanged[1], "%s", out);
-    cr_log_info("two consumers: %s", out);
+    /* Every record once as a pass; a redelivered one is unchanged, or a pass
+     * again when both processes had it in flight at once (the one that lost
+     * made it again: docs/registry.md). */
+    cr_assert_geq(passes[0] + passes[1], N, "%s", out);
+    cr_assert_eq(in[0] + in[1], passes[0] + passes[1] + unchanged[0] + unchanged[1], "%s", out);
+    cr_log_info("two consumers: a in=%ld passes=%ld unchanged=%ld, b in=%ld passes=%ld unchanged=%ld", in[0],
+                passes[0], unchanged[0], in[1], passes[1], unchanged[1]);
     free(out);
     /* The summaries are the rows; every offset has its row; one pass per serial. */
-    cr_assert_eq(sql_count("SELECT count(*) FROM results WHERE outcome = 'pass'"), N);
+    cr_assert_eq(sql_count("SELECT count(*) FROM results WHERE outcome = 'pass'"), passes[0] + passes[1]);
     cr_assert_eq(sql_count("SELECT count(DISTINCT serial) FROM results WHERE outcome = 'pass'"), N);
     cr_assert_eq(sql_count("SELECT count(*) FROM results"), in[0] + in[1]);
     cr_assert_eq(sql_count("SELECT count(DISTINCT origin) FROM results"), N);
-    cr_assert_eq(sql_count("SELECT sum(passes) FROM runs WHERE finished_at IS NOT NULL"), N);
+    cr_assert_eq(sql_count("SELECT sum(passes) FROM runs WHERE finished_at IS NOT NULL"), passes[0] + passes[1]);
     cr_assert_eq(sql_count("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL"), 2);
     cr_assert_eq(pmt_sh("python3 \"$CHECK\" \"$REG\" \"$W/store\" --count %d", N), 0);
 }

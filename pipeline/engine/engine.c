@@ -418,6 +418,18 @@ static int store_artefacts(engine *e, pm_job *job)
     return 0;
 }
 
+/*
+ * A job joined the durable list (dmu held): wake the durability thread only
+ * when what it waits for changed: the first job (it sleeps on an empty list)
+ * or a full batch (it lingers until then).  Signalling every job woke it
+ * once per pass.
+ */
+static void wake_durability(engine *e)
+{
+    if (e->pending_len == 1 || e->pending_len >= DURABILITY_BATCH || e->pending_len >= e->pending_cap / 2)
+        pthread_cond_signal(&e->dcond);
+}
+
 /* Worker thread: the stages ran. */
 static void finish_job(void *arg, pm_job *job)
 {
@@ -445,7 +457,7 @@ static void finish_job(void *arg, pm_job *job)
     }
     pthread_mutex_lock(&e->dmu);
     e->pending[e->pending_len++] = job; /* capacity = number of jobs */
-    pthread_cond_signal(&e->dcond);
+    wake_durability(e);
     pthread_mutex_unlock(&e->dmu);
 }
 
@@ -476,7 +488,7 @@ static void redo_conflict(engine *e, pm_job *job)
     /* Recorded (a rejects row) with the next batch. */
     pthread_mutex_lock(&e->dmu);
     e->pending[e->pending_len++] = job;
-    pthread_cond_signal(&e->dcond);
+    wake_durability(e);
     pthread_mutex_unlock(&e->dmu);
 }
 
