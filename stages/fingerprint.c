@@ -64,10 +64,19 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
     /* Times "after issue" (a template's auto expiry) count from the first
      * issue, so a reissue or an update never moves them. */
     job->issued_at = found ? prior.created_at : job->now;
+    /* What this pass is built on; merge's lookup comes first for a change by
+     * serial.  apply() writes the row only if it is still this one. */
+    if (!job->patch)
+        job->expect_tag = found ? prior.update_tag : PM_TAG_ABSENT;
     if (!found)
         return pm_registry_new_token(job->auth_token, &job->err);
     memcpy(job->auth_token, prior.auth_token, sizeof job->auth_token);
     if (strcmp(prior.content_hash, job->content_hash) == 0) {
+        /* Made again after a registry conflict (engine.c), this job's objects
+         * may have replaced the other process's: store the pass again rather
+         * than call it unchanged, so the store matches the row. */
+        if (job->attempts > 0)
+            return 0;
         job->unchanged = true;
         memcpy(job->prior_sha256, prior.pkpass_sha256, sizeof job->prior_sha256);
         return 0;

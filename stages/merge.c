@@ -79,6 +79,9 @@ static int merge_process(void *state, void *scratch, pm_job *job)
                          "no pass with serial %s in the registry: a change by serial needs an "
                          "earlier ISSUE (or send the whole record)", job->serial);
     }
+    /* The merged record is built on this version of the row: apply()
+     * writes it only if the row is still this one (another process). */
+    job->expect_tag = prior.update_tag;
     json_t *merged = prior.record; /* ours now */
     if (pm_merge_patch(merged, job->patch) != 0) {
         json_decref(merged);

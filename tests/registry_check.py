@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""registry_check.py REGISTRY.db STORE_DIR [--status S] [--count N]
+"""registry_check.py REGISTRY STORE_DIR [--status S] [--count N]
 
-Checks that a SQLite registry and a local store agree one to one, with
-Python's own sqlite3, hashlib and zipfile (not passmill's code):
+Checks that a registry and a local store agree one to one, with Python's
+own sqlite3, hashlib and zipfile (not passmill's code).  REGISTRY is a
+SQLite file, or a postgresql:// URL read with psql (the password in
+PGPASSWORD, never argv):
   - every passes row has passes/<serial>.pkpass, and the .pkpass's SHA-256 is
     the row's pkpass_sha256; an active row has qr/<serial>.png and a barcode
     in pass.json, any other has neither (docs/lifecycle.md: the test
@@ -14,7 +16,7 @@ Python's own sqlite3, hashlib and zipfile (not passmill's code):
   - with --status: every row has that status; with --count: that many rows.
 Prints "ok rows=N" or the first disagreement, and exits 1 on one.
 """
-import argparse, hashlib, json, os, sqlite3, sys, zipfile
+import argparse, hashlib, json, os, sqlite3, subprocess, sys, zipfile
 
 ap = argparse.ArgumentParser()
 ap.add_argument("db")
@@ -27,8 +29,13 @@ def fail(msg):
     print("registry_check: " + msg)
     sys.exit(1)
 
-db = sqlite3.connect("file:%s?mode=ro" % a.db, uri=True)
-rows = db.execute("SELECT serial, status, pkpass_sha256, pkpass_key, qr_key FROM passes").fetchall()
+QUERY = "SELECT serial, status, pkpass_sha256, pkpass_key, qr_key FROM passes"
+if a.db.startswith("postgresql:") or a.db.startswith("postgres:"):
+    out = subprocess.run(["psql", "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", QUERY, a.db],
+                         stdout=subprocess.PIPE, check=True).stdout.decode()
+    rows = [tuple(l.split("\t")) for l in out.splitlines() if l]
+else:
+    rows = sqlite3.connect("file:%s?mode=ro" % a.db, uri=True).execute(QUERY).fetchall()
 if a.count is not None and len(rows) != a.count:
     fail("expected %d rows, found %d" % (a.count, len(rows)))
 for root, dirs, files in os.walk(a.store):

@@ -1007,9 +1007,13 @@ Test(pg, two_runs_share_registry, .timeout = 600)
     cr_assert_eq(query_int(&b, "SELECT count(*) FROM passes p WHERE (SELECT count(*) FROM pass_groups g"
                                " WHERE g.serial = p.serial) <> json_array_length(p.record::json -> 'pass_group_ids')"),
                  0);
-    /* The shared store: does each .pkpass match its registry row?  Store
-     * writes and registry commits of two processes are not ordered together,
-     * so this is reported (docs/registry.md), not asserted. */
+    /* The shared store: does each .pkpass match its registry row?  apply()
+     * writes a row only over the one its pass was built on and a process
+     * that lost makes the pass again, objects included; but an ISSUE that
+     * lost to the other process's UPDATE is then refused serial.exists and
+     * its objects stay (docs/registry.md): reported, not asserted.
+     * test_registry_run two_processes_changing_the_same_serials_* asserts
+     * the UPDATE-only case. */
     PGconn *c = pg_admin(&b);
     PGresult *res = PQexec(c, "SELECT pkpass_key, pkpass_sha256 FROM passes");
     cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(c));

@@ -43,6 +43,10 @@
 /* Durability batching: wait up to this long for up to this many passes. */
 #define DURABILITY_LINGER_MS 10
 #define DURABILITY_BATCH 256
+/* A pass whose registry row another process changed while it was being made
+ * is made again (re-looked-up, re-rendered, re-stored); after this many
+ * tries it is rejected serial.conflict (docs/registry.md). */
+#define CONFLICT_RETRIES 8
 
 struct engine;
 
@@ -426,6 +430,18 @@ static size_t durability_batch(const engine *e)
     return half < DURABILITY_BATCH ? (half ? half : 1) : DURABILITY_BATCH;
 }
 
+/*
+ * A job joined the durable list (dmu held): wake the durability thread only
+ * when what it waits for changed: the first job (it sleeps on an empty list)
+ * or a full batch (it lingers until then).  Signalling every job woke it
+ * once per pass: two context switches each (27-29k per 20k passes).
+ */
+static void wake_durability(engine *e)
+{
+    if (e->pending_len == 1 || e->pending_len >= durability_batch(e))
+        pthread_cond_signal(&e->dcond);
+}
+
 /* Worker thread: the stages ran. */
 static void finish_job(void *arg, pm_job *job)
 {
@@ -453,12 +469,38 @@ static void finish_job(void *arg, pm_job *job)
     }
     pthread_mutex_lock(&e->dmu);
     e->pending[e->pending_len++] = job; /* capacity = number of jobs */
-    /* Wake the durability thread only when it has something new to do:
-     * the first pending job (it may be idle) or a full batch (it may be
-     * lingering).  In between it lingers on its own; a signal per pass
-     * cost two context switches each (27-29k per 20k passes). */
-    if (e->pending_len == 1 || e->pending_len == durability_batch(e))
-        pthread_cond_signal(&e->dcond);
+    wake_durability(e);
+    pthread_mutex_unlock(&e->dmu);
+}
+
+/*
+ * Durability thread: apply() wrote nothing of this pass because another
+ * process changed its serial's row since the lookup; the store may now hold
+ * either process's objects.  Make it again on the row as it is now (the
+ * job keeps its serial's place in the chain, so order is kept), which also
+ * rewrites the objects; the last commit's objects are then the store's.
+ */
+static void redo_conflict(engine *e, pm_job *job)
+{
+    job->conflict = false;
+    if (++job->attempts <= CONFLICT_RETRIES && !atomic_load(&e->aborted)) {
+        pm_job_restage(job);
+        pm_queue_push(e->work, job); /* the job is in flight: the queue has its room */
+        return;
+    }
+    if (atomic_load(&e->aborted)) {
+        job->outcome = PM_OUTCOME_FAILED;
+        pm_error_set(&job->err, PM_ERR_IO, "the run stopped before this pass was stored");
+    } else {
+        job->outcome = PM_OUTCOME_REJECT;
+        pm_reject(&job->err, "serial.conflict", "serial_number",
+                  "serial %s was changed by another process %u times while this request was "
+                  "being made; send it again", job->serial, CONFLICT_RETRIES + 1);
+    }
+    /* Recorded (a rejects row) with the next batch. */
+    pthread_mutex_lock(&e->dmu);
+    e->pending[e->pending_len++] = job;
+    wake_durability(e);
     pthread_mutex_unlock(&e->dmu);
 }
 
@@ -484,11 +526,16 @@ static void commit_batch(engine *e, pm_job **batch, size_t n)
         for (size_t i = 0; i < n; i++) {
             batch[i]->outcome = PM_OUTCOME_FAILED;
             batch[i]->err = serr;
+            batch[i]->conflict = false;
         }
         engine_abort(e, &serr);
     }
-    for (size_t i = 0; i < n; i++)
-        report(e, batch[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->conflict)
+            redo_conflict(e, batch[i]);
+        else
+            report(e, batch[i]);
+    }
 }
 
 static void *durability_main(void *arg)

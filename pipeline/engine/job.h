@@ -15,11 +15,13 @@
  *   validate  : tmpl, status
  *   fingerprint: content_hash, record_json, auth_token, unchanged, prior_sha256,
  *               issued_at
+ *               expect_tag (merge sets it first for a change by serial)
  *   barcode   : barcode_message, barcodes, qr_png
  *   manifest  : pass_json, manifest_json
  *   sign      : signature
  *   bundle    : pkpass, pkpass_sha256
- *   engine    : seq, err, now, outcome
+ *   engine    : seq, err, now, outcome, attempts
+ *   registry  : conflict (apply(): the row changed since the lookup)
  */
 #ifndef PM_JOB_H
 #define PM_JOB_H
@@ -54,6 +56,10 @@ typedef enum pm_outcome_kind {
 #define PM_AUTH_TOKEN_LEN 32   /* hex digits of an authenticationToken */
 #define PM_RUN_ID_LEN 25       /* "20261201T214500Z-1a2b3c4d" */
 
+/* job->expect_tag: 0 = no lookup was made (apply writes unconditionally);
+ * PM_TAG_ABSENT = the lookup found no row; > 0 = the row's update_tag then. */
+#define PM_TAG_ABSENT (-1)
+
 /* Where a record came from, for rejects, results and commits. */
 typedef struct pm_origin {
     char source[256];   /* input file path or Kafka topic */
@@ -87,6 +93,11 @@ typedef struct pm_job {
     bool unchanged;               /* fingerprint: the registry holds this exact pass; stop here */
     int64_t issued_at;            /* fingerprint: the pass's first issue (unix seconds, the
                                      registry's created_at); 0: unknown, use now */
+    int64_t expect_tag;           /* merge/fingerprint: the pass row's update_tag at lookup
+                                     (PM_TAG_ABSENT above); apply() writes only if unchanged since */
+    bool conflict;                /* registry: apply() found the row changed since the lookup
+                                     (another process): nothing of this job was written */
+    unsigned attempts;            /* engine: times the job was sent back after a conflict */
 
     pm_buf barcode_message;       /* barcode: final message (autogenerate resolved) */
     json_t *barcodes;             /* barcode: owned JSON object merged into pass.json:
@@ -106,6 +117,9 @@ typedef struct pm_job {
 void pm_job_init(pm_job *job);
 /* Drop per-record state (JSON trees), keep buffer capacity. */
 void pm_job_reset(pm_job *job);
+/* Back to the state decode left (input, record or patch kept), for another
+ * pass through the stages after a registry conflict; attempts is kept. */
+void pm_job_restage(pm_job *job);
 /* Free everything the job owns. */
 void pm_job_free(pm_job *job);
 

@@ -142,7 +142,11 @@ static const char *const writer_statements[][2] = {
      " content_hash = excluded.content_hash, pkpass_sha256 = excluded.pkpass_sha256,"
      " pkpass_key = excluded.pkpass_key, qr_key = excluded.qr_key,"
      " updated_at = excluded.updated_at, update_tag = excluded.update_tag,"
-     " run_id = excluded.run_id, origin = excluded.origin"},
+     " run_id = excluded.run_id, origin = excluded.origin"
+     /* only over the row the pass was built on (job.h: expect_tag); apply()
+      * checked it first, under the counter lock, so this never skips */
+     " WHERE $16::bigint = 0 OR passes.update_tag = $16::bigint"},
+    {"check_tag", "SELECT update_tag FROM passes WHERE serial = $1"},
     {"del_groups", "DELETE FROM pass_groups WHERE serial = $1"},
     {"add_group",
      "INSERT INTO pass_groups (serial, group_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"},
@@ -527,23 +531,27 @@ static int pipe_sync(pipeline *pl, pm_error *err)
     return rc;
 }
 
-static int apply_pass(pipeline *pl, const char *run_id, const pm_job *job, int64_t tag,
+static int apply_pass(pipeline *pl, const char *run_id, pm_job *job, int64_t tag,
                       const char *origin, pm_error *err)
 {
-    char sha[65], pkpass_key[128], qr_key[128], now[24], tagtext[24];
+    char sha[65], pkpass_key[128], qr_key[128], now[24], tagtext[24], expect[24];
     pm_hex_encode(job->pkpass_sha256, sizeof job->pkpass_sha256, sha);
     pm_store_pass_keys(job->serial, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
     int_text(now, job->now);
     int_text(tagtext, tag);
-    char *record = json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!record)
+    int_text(expect, job->expect_tag);
+    /* The fingerprint stage leaves the canonical text in the job; a job made
+     * another way gets it here. */
+    char *dumped = job->record_json.len ? NULL : json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!job->record_json.len && !dumped)
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
-    const char *p[15] = {job->serial, pm_registry_record_text(job, "template_id"), job->tmpl ? job->tmpl->version : "",
+    const char *record = dumped ? dumped : pm_buf_cstr(&job->record_json);
+    const char *p[16] = {job->serial, pm_registry_record_text(job, "template_id"), job->tmpl ? job->tmpl->version : "",
                          pm_registry_event_id(job), job->status ? job->status : "active", record,
                          job->content_hash, sha, pkpass_key, qr_key, job->auth_token, now, tagtext,
-                         run_id, origin};
-    int rc = pipe_send(pl, "upsert", 15, p, "upsert pass", job->serial, err);
-    free(record);
+                         run_id, origin, expect};
+    int rc = pipe_send(pl, "upsert", 16, p, "upsert pass", job->serial, err);
+    free(dumped);
     if (rc != 0)
         return -1;
     const char *del[1] = {job->serial};
@@ -598,6 +606,68 @@ static int apply_reject(pipeline *pl, const char *run_id, const pm_job *job, con
     return rc;
 }
 
+/*
+ * The conditional part of the upsert, in one round trip: under the counter
+ * lock no other batch can commit, so a pass row whose update_tag is no
+ * longer the one the job's pass was built on (job->expect_tag) was changed
+ * by another process since the lookup: job->conflict, and nothing of the
+ * job is written.
+ */
+static int check_tags(pipeline *pl, pm_job *const *jobs, size_t n, pm_error *err)
+{
+    size_t start = 0;
+    while (start < n) {
+        size_t idx[CHUNK_STATEMENTS];
+        int queued = 0;
+        size_t i = start;
+        for (; i < n && queued < CHUNK_STATEMENTS; i++) {
+            jobs[i]->conflict = false;
+            if (jobs[i]->outcome != PM_OUTCOME_PASS || jobs[i]->expect_tag == 0)
+                continue;
+            const char *p[1] = {jobs[i]->serial};
+            if (!PQsendQueryPrepared(pl->conn, "check_tag", 1, p, NULL, NULL, 0))
+                return pg_fail(err, pl->conn, NULL, "check update tag");
+            idx[queued++] = i;
+        }
+        start = i;
+        if (queued == 0)
+            continue;
+        if (!PQpipelineSync(pl->conn))
+            return pg_fail(err, pl->conn, NULL, "pipeline sync");
+        int rc = 0, k = 0, nulls = 0;
+        for (;;) {
+            PGresult *res = PQgetResult(pl->conn);
+            if (!res) {
+                if (++nulls >= 2) { /* the connection is gone */
+                    if (rc == 0)
+                        rc = pg_fail(err, pl->conn, NULL, "check update tag");
+                    break;
+                }
+                continue;
+            }
+            nulls = 0;
+            ExecStatusType st = PQresultStatus(res);
+            if (st == PGRES_PIPELINE_SYNC) {
+                PQclear(res);
+                break;
+            }
+            if (st == PGRES_TUPLES_OK && k < queued) {
+                pm_job *job = jobs[idx[k]];
+                int64_t now = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+                                                  : PM_TAG_ABSENT;
+                job->conflict = now != job->expect_tag;
+            } else if (st != PGRES_PIPELINE_ABORTED && rc == 0) {
+                rc = pg_fail(err, pl->conn, res, "check update tag");
+            }
+            k++;
+            PQclear(res);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int pg_apply(pm_registry *base, const char *run_id, pm_job *const *jobs, size_t n,
                     pm_error *err)
 {
@@ -645,13 +715,15 @@ static int pg_apply(pm_registry *base, const char *run_id, pm_job *const *jobs, 
         rollback(r->conn);
         return pg_fail(err, r->conn, NULL, "pipeline mode");
     }
-    int rc = 0;
+    int rc = check_tags(pl, jobs, n, err);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        const pm_job *job = jobs[i];
+        pm_job *job = jobs[i];
         char origin[320], clean[320];
         pm_origin_format(&job->origin, origin, sizeof origin);
         const char *o = utf8_clean(origin, clean, sizeof clean);
-        if (job->outcome == PM_OUTCOME_PASS) {
+        if (job->conflict) {
+            continue; /* nothing of it written; the engine makes it again */
+        } else if (job->outcome == PM_OUTCOME_PASS) {
             rc = apply_pass(pl, run_id, job, ++tag, o, err);
             if (rc == 0)
                 rc = apply_result(pl, run_id, job, o, err);

@@ -256,6 +256,8 @@ static int sqlite_end_run(pm_registry *base, const char *run_id,
     return rc;
 }
 
+/* 0 written, 1 not written because the row is no longer the one the pass was
+ * built on (job->expect_tag), -1 error. */
 static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job, int64_t tag,
                       const char *origin, pm_error *err)
 {
@@ -287,8 +289,11 @@ static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job,
     sqlite3_bind_int64(st, 13, tag);
     bind_text(st, 14, run_id);
     bind_text(st, 15, origin);
+    sqlite3_bind_int64(st, 16, job->expect_tag);
     if (step_done(r->db, st, "upsert pass", err) != 0)
         return -1;
+    if (sqlite3_changes(r->db) == 0)
+        return 1; /* the row changed since the lookup: the caller sends the job back */
     bind_text(r->del_groups, 1, job->serial);
     if (step_done(r->db, r->del_groups, "delete pass groups", err) != 0)
         return -1;
@@ -374,19 +379,25 @@ static int sqlite_apply(pm_registry *base, const char *run_id, pm_job *const *jo
     sqlite3_reset(r->any_registration);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        const pm_job *job = jobs[i];
+        pm_job *job = jobs[i];
         char origin[320];
         pm_origin_format(&job->origin, origin, sizeof origin);
+        job->conflict = false;
         switch (job->outcome) {
         case PM_OUTCOME_PASS:
             rc = apply_pass(r, run_id, job, ++tag, origin, err);
-            if (rc == 0)
+            if (rc == 1) { /* nothing of it written; the engine makes it again */
+                job->conflict = true;
+                tag--;
+                rc = 0;
+            } else if (rc == 0) {
                 rc = apply_result(r, run_id, job, origin, err);
-            if (rc == 0 && pushes) {
-                sqlite3_bind_int64(r->queue_pushes, 1, tag);
-                sqlite3_bind_int64(r->queue_pushes, 2, (sqlite3_int64)time(NULL));
-                bind_text(r->queue_pushes, 3, job->serial);
-                rc = step_done(r->db, r->queue_pushes, "queue pushes", err);
+                if (rc == 0 && pushes) {
+                    sqlite3_bind_int64(r->queue_pushes, 1, tag);
+                    sqlite3_bind_int64(r->queue_pushes, 2, (sqlite3_int64)time(NULL));
+                    bind_text(r->queue_pushes, 3, job->serial);
+                    rc = step_done(r->db, r->queue_pushes, "queue pushes", err);
+                }
             }
             break;
         case PM_OUTCOME_UNCHANGED:
@@ -1117,7 +1128,9 @@ int pm_registry_sqlite_open(const char *path, pm_registry **out, pm_error *err)
                 " content_hash = excluded.content_hash, pkpass_sha256 = excluded.pkpass_sha256,"
                 " pkpass_key = excluded.pkpass_key, qr_key = excluded.qr_key,"
                 " updated_at = excluded.updated_at, update_tag = excluded.update_tag,"
-                " run_id = excluded.run_id, origin = excluded.origin",
+                " run_id = excluded.run_id, origin = excluded.origin"
+                /* only over the row the pass was built on (job.h: expect_tag) */
+                " WHERE ?16 = 0 OR passes.update_tag = ?16",
                 &r->upsert, err) != 0 ||
         prepare(r->db, "DELETE FROM pass_groups WHERE serial = ?", &r->del_groups, err) != 0 ||
         prepare(r->db, "INSERT OR IGNORE INTO pass_groups (serial, group_id) VALUES (?, ?)",
