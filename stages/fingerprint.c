@@ -12,7 +12,7 @@
 
 typedef struct fingerprint_state {
     pm_registry *registry;          /* borrowed from the context; NULL = none */
-    const uint8_t *signer_sha256;   /* borrowed from the identity */
+    const uint8_t *signer_sha256;   /* borrowed: the context's pass_settings_sha256 */
 } fingerprint_state;
 
 static int fingerprint_create(const pm_context *ctx, void **state, pm_error *err)
@@ -23,7 +23,7 @@ static int fingerprint_create(const pm_context *ctx, void **state, pm_error *err
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     st->registry = ctx->registry;
     static const uint8_t none[32];
-    st->signer_sha256 = ctx->identity ? ctx->identity->cert_sha256 : none;
+    st->signer_sha256 = ctx->identity ? ctx->pass_settings_sha256 : none;
     *state = st;
     return 0;
 }

@@ -10,17 +10,21 @@
 # PASSMILL_REGISTRY_PASSWORD_FILE when set (`eval "$(ops/pg-dev start)"`), else
 # a private ops/pg-dev server, stopped at the end.
 #
-# Each protocol step is a function; a later step "the push arrives" goes in
-# push_arrives() (called right after the VOID), which is a no-op today.
+# Each protocol step is a function.  The push: serve runs with push.enabled
+# against tests/apns_standin.py (HTTP/2, TLS, the client certificate checked),
+# the VOID run queues one push for the registered device, and serve's sender
+# delivers it (push_arrives; the stand-in's log is checked once it stopped).
 set -euo pipefail
 PM=$(realpath "$1")
 BACKEND=${2:-sqlite}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d /dev/shm/pm-serve.XXXXXX)
 SERVE_PID=
+APNS_PID=
 OWN_PG=
 cleanup() {
   if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; fi
+  if [ -n "$APNS_PID" ]; then kill "$APNS_PID" 2>/dev/null || true; wait "$APNS_PID" 2>/dev/null || true; fi
   if [ -n "$OWN_PG" ]; then PASSMILL_PG_DIR=$OWN_PG "$SRC/ops/pg-dev" stop >/dev/null 2>&1 || true; fi
   if [ "${KEEP:-}" = 1 ]; then echo "kept $W"; else rm -rf "$W"; fi
 }
@@ -103,6 +107,27 @@ expect "with service.allow_http the pass carries the http URL" "http://dev.test"
 if "$PM" verify "$W/store-http/passes/$SERIAL.pkpass" >"$W/verify-http.out" 2>&1; then bad "verify took an http webServiceURL"
 else grep -q pass.webService "$W/verify-http.out" && ok "... which verify's pass.webService rule refuses" || bad "verify failed otherwise"; fi
 
+# ---- the APNs stand-in, and serve's push sender pointed at it ----
+mkdir "$W/tls"
+ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+openssl req -x509 "${ec[@]}" -keyout "$W/tls/ca.key" -out "$W/tls/ca.pem" -subj "/CN=apns stand-in test CA" \
+  -days 2 2>/dev/null
+openssl req "${ec[@]}" -keyout "$W/tls/server.key" -out "$W/tls/server.csr" -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$W/tls/ext"
+openssl x509 -req -in "$W/tls/server.csr" -CA "$W/tls/ca.pem" -CAkey "$W/tls/ca.key" -CAcreateserial \
+  -out "$W/tls/server.pem" -days 2 -extfile "$W/tls/ext" 2>/dev/null
+/usr/bin/python3 "$SRC/tests/apns_standin.py" --cert "$W/tls/server.pem" --key "$W/tls/server.key" \
+  --client-ca "$W/id/ca.pem" --topic "$TYPE" --log "$W/apns.log" --port-file "$W/apns.port" 2>"$W/apns.err" &
+APNS_PID=$!
+for _ in $(seq 100); do [ -s "$W/apns.port" ] && break; sleep 0.1; done
+[ -s "$W/apns.port" ] || { echo "the APNs stand-in did not start"; cat "$W/apns.err"; exit 1; }
+{
+  echo "push.enabled = true"
+  echo "push.apns_url = https://127.0.0.1:$(cat "$W/apns.port")"
+  echo "push.ca_file = $W/tls/ca.pem"
+  echo "push.poll_ms = 100"
+} >>"$W/serve.conf"
+
 # ---- serve ----
 "$PM" serve -c "$W/serve.conf" 2>"$W/serve.log" &
 SERVE_PID=$!
@@ -158,10 +183,27 @@ step_fetch_first() {
 step_void() {
   sleep 1.1  # Last-Modified has whole seconds: the change must be a later one
   printf '{"serial_number":"%s","action":"VOID"}\n' "$SERIAL" >"$W/void.jsonl"
-  "$PM" run -c "$W/serve.conf" -X input.path="$W/void.jsonl" >/dev/null 2>"$W/run2.log" &&
+  # The run only queues the push (its own sender off): serve's sender must deliver it.
+  "$PM" run -c "$W/serve.conf" -X input.path="$W/void.jsonl" -X push.enabled=false >/dev/null 2>"$W/run2.log" &&
     ok "a VOID of that pass through passmill run" || { bad "the VOID run failed"; cat "$W/run2.log"; }
 }
-push_arrives() { :; }  # the push helper's step: wait for the push at the APNs stand-in
+metric() { curl -s --max-time 5 "$BASE/metrics" | sed -n "s/^$1 \([0-9]*\)$/\1/p"; }
+push_arrives() {
+  local sent=
+  for _ in $(seq 100); do
+    sent=$(metric 'passmill_pushes_total{result="sent"}')
+    [ "$sent" = 1 ] && break
+    sleep 0.1
+  done
+  expect "serve's sender delivered the VOID's push to APNs (/metrics)" 1 "$sent"
+  expect "... and the outbox is empty" 0 "$(metric passmill_push_outbox_depth)"
+}
+step_push_log() {  # the stand-in's own count, once it stopped (it flushes its log then)
+  kill -TERM "$APNS_PID"; wait "$APNS_PID" || true; APNS_PID=
+  expect "the stand-in answered exactly one push, 200, to the device's push token" "200 $PUSH" \
+    "$(cat "$W"/apns.log.* 2>/dev/null | awk '{print $1, $2}' | sort | uniq -c | awk '$1 == 1 {print $2, $3}')"
+  if grep -q violation "$W"/apns.log.*; then bad "the stand-in logged a protocol violation"; else ok "... with no protocol violation"; fi
+}
 step_serials_since() {
   expect "serials since the last tag after the VOID: 200" 200 "$(req "$W/serials1.json" "$REG?passesUpdatedSince=$LAST_TAG")"
   expect "... the voided serial" "[\"$SERIAL\"]" \
@@ -326,6 +368,7 @@ step_tickets
 step_hostile
 step_unregister
 step_stop
+step_push_log
 
 if [ "$fails" -ne 0 ]; then
   echo "test_serve ($BACKEND): $fails check(s) failed; serve's log:"; cat "$W/serve.log"

@@ -61,6 +61,7 @@ static const char VALID[] =
     "\"sharing_prohibited\": true,"
     "\"relevant_date\": \"2027-06-12T17:00:00+01:00\","
     "\"expiration_date\": \"2027-06-13T06:00:00+01:00\","
+    "\"status_message\": null,"
     "\"custom_fields\": ["
     "  {\"key\": \"parking\", \"label\": \"Parking\", \"value\": \"Lot B\"},"
     "  {\"key\": \"bag_policy\", \"label\": \"Bag policy\", \"value\": \"Small bags only\"}"

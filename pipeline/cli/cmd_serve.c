@@ -13,11 +13,31 @@
 #include "cli/commands.h"
 #include "core/config.h"
 #include "core/secret.h"
+#include "push/pusher.h"
 #include "registry/registry.h"
 #include "service/link.h"
 #include "service/service.h"
 #include "stores/store.h"
 #include "wallet/identity.h"
+
+/* /metrics lines of this process's push sender (docs/push.md). */
+static void push_metrics(void *arg, pm_buf *out)
+{
+    pm_push_counts c;
+    pm_pusher_counts(arg, &c);
+    char text[768];
+    int n = snprintf(text, sizeof text,
+                     "# HELP passmill_pushes_total Pushes this process's sender settled, by result.\n"
+                     "# TYPE passmill_pushes_total counter\n"
+                     "passmill_pushes_total{result=\"sent\"} %llu\n"
+                     "passmill_pushes_total{result=\"failed\"} %llu\n"
+                     "passmill_pushes_total{result=\"retried\"} %llu\n"
+                     "passmill_pushes_total{result=\"gone\"} %llu\n",
+                     (unsigned long long)c.sent, (unsigned long long)c.failed,
+                     (unsigned long long)c.retried, (unsigned long long)c.gone);
+    if (n > 0 && (size_t)n < sizeof text)
+        pm_buf_append(out, text, (size_t)n);
+}
 
 static int usage(FILE *out)
 {
@@ -28,7 +48,10 @@ static int usage(FILE *out)
                  "  /tickets/ID/qr behind signed links (`passmill link`), /healthz and /metrics.\n"
                  "Keys: service.listen, service.threads, service.timeout_s,\n"
                  "service.max_connections, service.link_secret_file; the registry, the store and\n"
-                 "the signer (its pass type id) as for `passmill run`.  Stops on SIGTERM/SIGINT.\n\n"
+                 "the signer (its pass type id) as for `passmill run`.  With push.enabled = true\n"
+                 "it also sends the registry's queued pushes to APNs on a thread of its own\n"
+                 "(docs/push.md), as several serve processes may: they share the outbox.\n"
+                 "Stops on SIGTERM/SIGINT.\n\n"
                  "options:\n"
                  "  -c, --config FILE   configuration file\n"
                  "  -X key=value        set one configuration key (repeatable)\n"
@@ -87,6 +110,7 @@ int cmd_serve(int argc, char **argv)
     pm_store *store = NULL;
     pm_identity *id = NULL;
     pm_service *svc = NULL;
+    pm_pusher *pusher = NULL;
     char *link_key = NULL;
     if (pm_registry_open(cfg, &registry, &err) != 0) {
         rc = fail(&err);
@@ -119,9 +143,17 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    /* The pusher has its own registry handle and thread; it starts after the
+     * mask above, so the stop signals reach only sigwait(). */
+    if (cfg->push_enabled &&
+        (pm_pusher_create(cfg, &pusher, &err) != 0 || pm_pusher_start(pusher, &err) != 0)) {
+        rc = fail(&err);
+        goto close;
+    }
     pm_service_deps deps = {
         .cfg = cfg, .registry = registry, .store = store, .pass_type_id = id->pass_type_id,
         .link_key = (const uint8_t *)link_key, .link_key_len = link_key ? strlen(link_key) : 0,
+        .metrics_fn = pusher ? push_metrics : NULL, .metrics_arg = pusher,
     };
     if (pm_service_start(&deps, &svc, &err) != 0) {
         rc = fail(&err);
@@ -129,15 +161,17 @@ int cmd_serve(int argc, char **argv)
     }
     pm_secret_free(link_key);  /* the service keeps its own copy */
     link_key = NULL;
-    fprintf(stderr, "passmill serve: listening on port %u (%s registry, %s store, pass type %s%s)\n",
+    fprintf(stderr, "passmill serve: listening on port %u (%s registry, %s store, pass type %s%s%s)\n",
             (unsigned)pm_service_port(svc), registry->ops->name, store->ops->name, id->pass_type_id,
-            deps.link_key_len ? ", ticket links on" : ", ticket links off");
+            deps.link_key_len ? ", ticket links on" : ", ticket links off",
+            pusher ? ", pushes on" : "");
     int sig = 0;
     sigwait(&stop, &sig);
     fprintf(stderr, "passmill serve: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     pm_service_stop(svc);
     rc = PM_EXIT_OK;
 close:
+    pm_pusher_destroy(pusher); /* stops its thread after the round in flight */
     pm_secret_free(link_key);
     pm_identity_destroy(id);
     pm_store_close(store);

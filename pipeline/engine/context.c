@@ -92,6 +92,29 @@ static int check_templates_match_identity(const pm_context *ctx, pm_error *err)
     return 0;
 }
 
+/*
+ * The signer's SHA-256 alone when no web service is set (so passes issued
+ * before service.url existed keep their hash), else SHA-256 over a label,
+ * the URL and the signer's: a new service.url makes every pass "changed",
+ * and a reissue then gives each its new webServiceURL.
+ */
+static int pass_settings_hash(const pm_config *cfg, pm_context *ctx, pm_error *err)
+{
+    memcpy(ctx->pass_settings_sha256, ctx->identity->cert_sha256, 32);
+    const char *url = cfg->service_url ? cfg->service_url : "";
+    if (!*url)
+        return 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, "webServiceURL", sizeof "webServiceURL") == 1 &&
+             EVP_DigestUpdate(c, url, strlen(url) + 1) == 1 &&
+             EVP_DigestUpdate(c, ctx->identity->cert_sha256, 32) == 1 &&
+             EVP_DigestFinal_ex(c, ctx->pass_settings_sha256, &len) == 1;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : pm_error_set(err, PM_ERR_CRYPTO, "SHA-256 failed for the pass settings");
+}
+
 int pm_context_create(const pm_config *cfg, pm_context **out, pm_error *err)
 {
     pm_context *ctx = calloc(1, sizeof *ctx);
@@ -116,6 +139,8 @@ int pm_context_create(const pm_config *cfg, pm_context **out, pm_error *err)
     if (check_templates_match_identity(ctx, err) != 0)
         goto fail;
     if (load_barcode_key(cfg, ctx, err) != 0)
+        goto fail;
+    if (pass_settings_hash(cfg, ctx, err) != 0)
         goto fail;
     *out = ctx;
     return 0;

@@ -28,6 +28,10 @@ typedef struct pm_context {
     uint8_t barcode_key[64];                /* HMAC key for "autogenerate" */
     size_t barcode_key_len;                 /* 0: "autogenerate" fails as a config error */
     int64_t fixed_now;                      /* -1: real clock; else unix seconds */
+    /* What, besides record, status and template, decides a pass's bytes, for
+     * its content hash (registry.h): the signer certificate's SHA-256, and
+     * when service.url is set, mixed with it (the pass's webServiceURL). */
+    uint8_t pass_settings_sha256[32];
     struct pm_registry *registry;           /* borrowed; NULL = none.  Set by the command before
                                                the run; thread-safe for readers (registry.h) */
 } pm_context;

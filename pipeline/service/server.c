@@ -490,6 +490,8 @@ int pm_service_start(const pm_service_deps *d, pm_service **out, pm_error *err)
         pm_service_stop(s);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     }
+    if (d->metrics_fn)
+        pm_service_add_metrics(s, d->metrics_fn, d->metrics_arg); /* before any request thread */
     /* One reader up front: a registry that cannot be reached fails start-up. */
     pm_registry_reader *rd = pm_service_reader(s, err);
     if (!rd) {

@@ -26,6 +26,9 @@
 
 typedef struct pm_service pm_service;
 
+/* Appends Prometheus text-format lines to out; called from any serve thread. */
+typedef void (*pm_service_metrics_fn)(void *arg, pm_buf *out);
+
 /* What a service needs; borrowed, all must outlive the service. */
 typedef struct pm_service_deps {
     const pm_config *cfg;      /* service.* keys */
@@ -34,6 +37,10 @@ typedef struct pm_service_deps {
     const char *pass_type_id;  /* the signer's passTypeIdentifier: others are 401 */
     const uint8_t *link_key;   /* HMAC key of ticket links; NULL: /tickets/ answers 404 */
     size_t link_key_len;
+    /* Optional extra /metrics lines (e.g. the push sender's counters), set
+     * before the first request; see pm_service_add_metrics(). */
+    pm_service_metrics_fn metrics_fn;
+    void *metrics_arg;
 } pm_service_deps;
 
 /*
@@ -52,7 +59,6 @@ void pm_service_stop(pm_service *s);
  * Prometheus text-format lines to out at every scrape; it is called from
  * any serve thread, so it reads atomics.  Add before traffic starts.
  */
-typedef void (*pm_service_metrics_fn)(void *arg, pm_buf *out);
 int pm_service_add_metrics(pm_service *s, pm_service_metrics_fn fn, void *arg);
 
 #endif

@@ -283,7 +283,7 @@ int pm_source_registry_open(pm_registry *r, const pm_source_registry_opts *opts,
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
     s->base.ops = &registry_source_ops;
     s->o = *opts;
-    s->signer_sha256 = opts->ctx && opts->ctx->identity ? opts->ctx->identity->cert_sha256 : no_signer;
+    s->signer_sha256 = opts->ctx && opts->ctx->identity ? opts->ctx->pass_settings_sha256 : no_signer;
     atomic_init(&s->skipped, 0);
     atomic_init(&s->done, 0);
     atomic_init(&s->stop, false);
