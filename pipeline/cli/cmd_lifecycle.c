@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/stop_signals.h"
 #include "core/config.h"
 #include "engine/context.h"
 #include "engine/engine.h"
@@ -95,24 +96,6 @@ static void usage_reissue(FILE *out)
             "\n"
             "exit status: 0 done, 1 some passes were rejected, 2 usage or configuration\n"
             "error, 3 passes failed or the run could not complete.\n");
-}
-
-static pm_source *volatile running_source;
-static volatile sig_atomic_t signals_seen;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (signals_seen++ || !running_source) {
-        static const char msg[] = "passmill: second signal, exiting now\n";
-        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)n;
-        _exit(130);
-    }
-    static const char msg[] = "passmill: stopping: finishing in-flight passes (signal again to exit now)\n";
-    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-    (void)n;
-    running_source->ops->stop(running_source);
 }
 
 /* Progress: the engine's counts plus the rows the scan skipped; the
@@ -337,12 +320,7 @@ static int run_lifecycle(int argc, char **argv, const char *cmd, const char *act
         .on_progress = print_progress,
         .progress_arg = &po,
     };
-    running_source = source;
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_stop_signals_install(source);
 
     pm_run_stats stats;
     int rc = pm_engine_run(ctx, source, store, outcomes, n_outcomes, &opts, &stats, &err);
@@ -375,7 +353,7 @@ static int run_lifecycle(int argc, char **argv, const char *cmd, const char *act
     } else {
         status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
     }
-    running_source = NULL;
+    cli_stop_signals_clear();
     goto out;
 
 config_error:

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/stop_signals.h"
 #include "core/config.h"
 #include "engine/context.h"
 #include "engine/engine.h"
@@ -55,24 +56,6 @@ static void usage(FILE *out)
             "\n"
             "configuration keys:\n");
     pm_config_print_keys(out);
-}
-
-static pm_source *volatile running_source;
-static volatile sig_atomic_t signals_seen;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    if (signals_seen++ || !running_source) {
-        static const char msg[] = "passmill: second signal, exiting now\n";
-        ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-        (void)n;
-        _exit(130);
-    }
-    static const char msg[] = "passmill: stopping: finishing in-flight records (signal again to exit now)\n";
-    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
-    (void)n;
-    running_source->ops->stop(running_source);
 }
 
 /*
@@ -216,12 +199,7 @@ int cmd_run(int argc, char **argv)
         .on_progress = print_progress,
         .progress_arg = &po,
     };
-    running_source = source;
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    cli_stop_signals_install(source);
 
     pm_run_stats stats;
     int rc = pm_engine_run(ctx, source, store, outcomes, n_outcomes, &opts, &stats, &err);
@@ -265,7 +243,7 @@ int cmd_run(int argc, char **argv)
     } else {
         status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
     }
-    running_source = NULL;
+    cli_stop_signals_clear();
     goto out;
 
 config_error:
