@@ -918,6 +918,7 @@ Test(autogenerate_typed, stage_uses_the_template_setting)
     e.job.tmpl = &tmpl;
     cr_assert_eq(pm_stage_barcode.process(e.state, e.scratch, &e.job), 0);
     cr_assert_str_eq(final_message(&e), "GATE-A-123");
+    env_close(&e);
 }
 
 /* ---- inactive passes (docs/lifecycle.md) ---- */

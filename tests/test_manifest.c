@@ -987,6 +987,7 @@ Test(manifest, sharing_prohibited_per_record)
     cr_assert_null(json_object_get(pass, "sharingProhibited"));
     json_decref(pass);
     pm_job_free(&job);
+    pm_template_destroy(t);
 }
 
 /* docs/lifecycle.md: the status field, its changeMessage, and an expired pass's date. */

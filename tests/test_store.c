@@ -255,6 +255,9 @@ Test(store_split, concurrent_puts_share_prefixes)
     cr_assert(got.len == want.len && memcmp(got.data, want.data, want.len) == 0);
     pm_buf_free(&want);
     pm_buf_free(&got);
+    pm_store_close(s);
+    pmt_rmrf(root);
+    free(root);
 }
 
 /* delete: the object goes, a missing one is no error, a bad key is refused. */

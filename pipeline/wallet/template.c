@@ -1114,9 +1114,10 @@ static void format_with_offset(int64_t t, int32_t offset_s, char out[40])
     char local[32];
     pm_rfc3339_format_utc(t + offset_s, local);
     local[19] = '\0'; /* drop the "Z" */
-    int32_t a = offset_s < 0 ? -offset_s : offset_s;
-    snprintf(out, 40, "%s%c%02d:%02d", local, offset_s < 0 ? '-' : '+', (int)(a / 3600),
-             (int)(a / 60 % 60));
+    /* Zone offsets are within +-18 hours (RFC 3339 / ICU): two digits each. */
+    unsigned a = (unsigned)(offset_s < 0 ? -(int64_t)offset_s : offset_s) % (24u * 3600u);
+    snprintf(out, 40, "%.19s%c%02u:%02u", local, offset_s < 0 ? '-' : '+', a / 3600u % 24u,
+             a / 60u % 60u);
 }
 
 int pm_template_expiry_at(const pm_template_expiry *e, int64_t issued_at, char out[40],
