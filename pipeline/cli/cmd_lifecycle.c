@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/engine_run.h"
 #include "cli/stop_signals.h"
 #include "core/config.h"
 #include "engine/context.h"
@@ -100,36 +101,15 @@ static void usage_reissue(FILE *out)
 
 /* Progress: the engine's counts plus the rows the scan skipped; the
  * source's position is rows of the counted total. */
-typedef struct progress_out {
-    pm_source *source;
-    bool tty;
-} progress_out;
-
-static void print_progress(void *arg, const pm_progress *p)
+static void adjust_progress(void *arg, pm_progress *p)
 {
-    const progress_out *po = arg;
-    pm_progress q = *p;
-    uint64_t skipped = pm_source_registry_skipped(po->source);
-    q.in += skipped;
-    q.unchanged += skipped;
-    q.bytes_total = pm_source_registry_total(po->source);
-    if (!q.bytes_total)
-        q.bytes_total = 1, q.bytes_done = 1;
-    char line[512];
-    if (po->tty) {
-        pm_progress_format_bar(&q, 79, line, sizeof line);
-        fprintf(stderr, "\r%s\033[K%s", line, p->final ? "\n" : "");
-    } else if (!p->final) {
-        pm_progress_format_line(&q, line, sizeof line);
-        fprintf(stderr, "%s\n", line);
-    }
-    fflush(stderr);
-}
-
-static unsigned online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
+    pm_source *source = arg;
+    uint64_t skipped = pm_source_registry_skipped(source);
+    p->in += skipped;
+    p->unchanged += skipped;
+    p->bytes_total = pm_source_registry_total(source);
+    if (!p->bytes_total)
+        p->bytes_total = 1, p->bytes_done = 1;
 }
 
 typedef struct lc_args {
@@ -258,7 +238,6 @@ static int run_lifecycle(int argc, char **argv, const char *cmd, const char *act
     size_t n_outcomes = 0;
     pm_registry *registry = NULL;
     char run_id[PM_RUN_ID_LEN + 1];
-    bool run_begun = false;
     pm_registry_run_id(run_id);
     if (!cfg) {
         status = PM_EXIT_FAILURE;
@@ -305,21 +284,14 @@ static int run_lifecycle(int argc, char **argv, const char *cmd, const char *act
     n_outcomes++;
     if (registry->ops->begin_run(registry, run_id, cmd, &err) != 0)
         goto runtime_error;
-    run_begun = true;
     fprintf(stderr, "passmill: %s run %s: %llu passes selected\n", cmd, run_id,
             (unsigned long long)pm_source_registry_total(source));
 
-    const char *term = getenv("TERM");
-    progress_out po = {.source = source,
-                       .tty = isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0)};
-    pm_engine_opts opts = {
-        .workers = cfg->workers ? (unsigned)cfg->workers : online_cpus(),
-        .queue_size = cfg->queue_size ? (unsigned)cfg->queue_size : 1,
-        .progress_ms = (unsigned)cfg->progress_ms,
-        .run_id = run_id,
-        .on_progress = print_progress,
-        .progress_arg = &po,
-    };
+    cli_progress po;
+    cli_progress_init(&po);
+    po.adjust = adjust_progress;
+    po.adjust_arg = source;
+    pm_engine_opts opts = cli_engine_opts(cfg, run_id, &po);
     cli_stop_signals_install(source);
 
     pm_run_stats stats;
@@ -327,32 +299,12 @@ static int run_lifecycle(int argc, char **argv, const char *cmd, const char *act
     uint64_t skipped = pm_source_registry_skipped(source);
     stats.in += skipped;
     stats.unchanged += skipped;
-    printf("in=%llu passes=%llu unchanged=%llu rejects=%llu", (unsigned long long)stats.in,
-           (unsigned long long)stats.passes, (unsigned long long)stats.unchanged,
-           (unsigned long long)stats.rejects);
-    if (stats.failed)
-        printf(" failed=%llu", (unsigned long long)stats.failed);
-    printf("\n");
-    fflush(stdout);
-    const uint64_t counts[PM_OUTCOME_COUNT] = {
-        [PM_OUTCOME_PASS] = stats.passes, [PM_OUTCOME_UNCHANGED] = stats.unchanged,
-        [PM_OUTCOME_REJECT] = stats.rejects, [PM_OUTCOME_FAILED] = stats.failed,
-    };
-    pm_error rerr;
-    if (registry->ops->end_run(registry, run_id, counts, &rerr) != 0 && rc == 0) {
-        err = rerr;
-        rc = -1;
-    }
-    run_begun = false;
+    cli_print_summary(&stats);
+    rc = cli_end_run(registry, run_id, &stats, rc, &err);
     fprintf(stderr, "passmill: %.2fs, %.0f passes/s, %.0f rows/s with %u workers\n", stats.seconds,
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0,
             stats.seconds > 0 ? (double)stats.in / stats.seconds : 0.0, opts.workers);
-    if (rc != 0) {
-        fprintf(stderr, "passmill %s: %s\n", cmd, err.message);
-        status = err.code == PM_ERR_CONFIG && stats.in == 0 ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
-    } else {
-        status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
-    }
+    status = cli_run_exit_status(cmd, rc, &err, &stats);
     cli_stop_signals_clear();
     goto out;
 
@@ -364,7 +316,6 @@ runtime_error:
     fprintf(stderr, "passmill %s: %s\n", cmd, err.message);
     status = err.code == PM_ERR_CONFIG ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
 out:
-    (void)run_begun;
     pm_source_close(source);
     for (size_t i = 0; i < n_outcomes; i++)
         pm_outcome_close(outcomes[i]);

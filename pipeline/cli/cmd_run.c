@@ -5,10 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/engine_run.h"
 #include "cli/stop_signals.h"
 #include "core/config.h"
 #include "engine/context.h"
@@ -56,46 +56,6 @@ static void usage(FILE *out)
             "\n"
             "configuration keys:\n");
     pm_config_print_keys(out);
-}
-
-/*
- * Progress on stderr: a bar rewritten in place on a terminal, plain lines
- * otherwise (logs, pipes).  The final report completes the bar; plain
- * output needs none (the summary follows).
- */
-typedef struct progress_out {
-    bool tty;
-    unsigned columns;
-} progress_out;
-
-static void print_progress(void *arg, const pm_progress *p)
-{
-    const progress_out *po = arg;
-    char line[512];
-    if (po->tty) {
-        pm_progress_format_bar(p, po->columns, line, sizeof line);
-        fprintf(stderr, "\r%s\033[K%s", line, p->final ? "\n" : "");
-    } else if (!p->final) {
-        pm_progress_format_line(p, line, sizeof line);
-        fprintf(stderr, "%s\n", line);
-    }
-    fflush(stderr);
-}
-
-static unsigned terminal_columns(void)
-{
-    struct winsize ws;
-    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
-        return ws.ws_col - 1; /* the last column would wrap on some terminals */
-    const char *c = getenv("COLUMNS");
-    long n = c ? strtol(c, NULL, 10) : 0;
-    return n >= 20 && n < 1000 ? (unsigned)n - 1 : 79;
-}
-
-static unsigned online_cpus(void)
-{
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
 }
 
 int cmd_run(int argc, char **argv)
@@ -186,41 +146,15 @@ int cmd_run(int argc, char **argv)
         run_begun = true;
         fprintf(stderr, "passmill: run %s\n", run_id);
     }
-    /* A bar needs "\r" and "\033[K": a terminal that is not TERM=dumb. */
-    const char *term = getenv("TERM");
-    progress_out po = {.tty = isatty(STDERR_FILENO) == 1 && !(term && strcmp(term, "dumb") == 0)};
-    if (po.tty)
-        po.columns = terminal_columns();
-    pm_engine_opts opts = {
-        .workers = cfg->workers ? (unsigned)cfg->workers : online_cpus(),
-        .queue_size = cfg->queue_size ? (unsigned)cfg->queue_size : 1,
-        .progress_ms = (unsigned)cfg->progress_ms,
-        .run_id = run_id,
-        .on_progress = print_progress,
-        .progress_arg = &po,
-    };
+    cli_progress po;
+    cli_progress_init(&po);
+    pm_engine_opts opts = cli_engine_opts(cfg, run_id, &po);
     cli_stop_signals_install(source);
 
     pm_run_stats stats;
     int rc = pm_engine_run(ctx, source, store, outcomes, n_outcomes, &opts, &stats, &err);
-    printf("in=%llu passes=%llu unchanged=%llu rejects=%llu", (unsigned long long)stats.in,
-           (unsigned long long)stats.passes, (unsigned long long)stats.unchanged,
-           (unsigned long long)stats.rejects);
-    if (stats.failed)
-        printf(" failed=%llu", (unsigned long long)stats.failed);
-    printf("\n");
-    fflush(stdout);
-    if (run_begun) {
-        const uint64_t counts[PM_OUTCOME_COUNT] = {
-            [PM_OUTCOME_PASS] = stats.passes, [PM_OUTCOME_UNCHANGED] = stats.unchanged,
-            [PM_OUTCOME_REJECT] = stats.rejects, [PM_OUTCOME_FAILED] = stats.failed,
-        };
-        pm_error rerr;
-        if (registry->ops->end_run(registry, run_id, counts, &rerr) != 0 && rc == 0) {
-            err = rerr;
-            rc = -1;
-        }
-    }
+    cli_print_summary(&stats);
+    rc = cli_end_run(run_begun ? registry : NULL, run_id, &stats, rc, &err);
     if (pusher) {
         /* What the run queued last goes out before the exit. */
         pm_pusher_stop(pusher);
@@ -235,14 +169,7 @@ int cmd_run(int argc, char **argv)
     }
     fprintf(stderr, "passmill: %.2fs, %.0f passes/s with %u workers\n", stats.seconds,
             stats.seconds > 0 ? (double)stats.passes / stats.seconds : 0.0, opts.workers);
-    if (rc != 0) {
-        fprintf(stderr, "passmill run: %s\n", err.message);
-        /* The stages are created as the engine starts: a configuration
-         * error there (kafka.schema_ids, ...) comes before any record. */
-        status = err.code == PM_ERR_CONFIG && stats.in == 0 ? PM_EXIT_USAGE : PM_EXIT_FAILURE;
-    } else {
-        status = stats.rejects ? PM_EXIT_REJECTS : PM_EXIT_OK;
-    }
+    status = cli_run_exit_status("run", rc, &err, &stats);
     cli_stop_signals_clear();
     goto out;
 

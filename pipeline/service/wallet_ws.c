@@ -86,25 +86,40 @@ static bool push_token_valid(const char *t)
     return true;
 }
 
-enum MHD_Result pm_ws_register(pm_request *rq)
+/*
+ * The start of a request about one pass on one device (register,
+ * unregister): the path's ids checked, a service reader taken, the token
+ * checked.  Returns the reader (the caller gives it back with
+ * pm_service_reader_done), or NULL with *reply the answer already given.
+ */
+static pm_registry_reader *begin_device_request(pm_request *rq, const char *what, enum MHD_Result *reply)
 {
-    if (rq->route.bad_id)
-        return text(rq, MHD_HTTP_BAD_REQUEST, "invalid identifier in the path\n");
+    if (rq->route.bad_id) {
+        *reply = text(rq, MHD_HTTP_BAD_REQUEST, "invalid identifier in the path\n");
+        return NULL;
+    }
     pm_error err;
     pm_registry_service_pass pass;
     pm_registry_reader *rd = pm_service_reader(rq->svc, &err);
-    if (!rd)
-        return server_error(rq, "register", &err);
-    enum MHD_Result r;
+    if (!rd) {
+        *reply = server_error(rq, what, &err);
+        return NULL;
+    }
     int auth = authorize_pass(rq, rd, &pass, &err);
-    if (auth < 0) {
-        pm_service_reader_done(rq->svc, rd, true);
-        return server_error(rq, "register", &err);
+    if (auth <= 0) {
+        pm_service_reader_done(rq->svc, rd, auth < 0);
+        *reply = auth < 0 ? server_error(rq, what, &err) : text(rq, MHD_HTTP_UNAUTHORIZED, "unauthorized\n");
+        return NULL;
     }
-    if (auth == 0) {
-        pm_service_reader_done(rq->svc, rd, false);
-        return text(rq, MHD_HTTP_UNAUTHORIZED, "unauthorized\n");
-    }
+    return rd;
+}
+
+enum MHD_Result pm_ws_register(pm_request *rq)
+{
+    enum MHD_Result reply;
+    pm_registry_reader *rd = begin_device_request(rq, "register", &reply);
+    if (!rd)
+        return reply;
     json_error_t je;
     json_t *body = json_loadb((const char *)rq->body.data, rq->body.len, JSON_REJECT_DUPLICATES, &je);
     const char *push = json_string_value(json_object_get(body, "pushToken"));
@@ -114,6 +129,7 @@ enum MHD_Result pm_ws_register(pm_request *rq)
         return text(rq, MHD_HTTP_BAD_REQUEST,
                     "expected a JSON object {\"pushToken\": \"<APNs device token>\"}\n");
     }
+    pm_error err;
     int added = rd->ops->register_device(rd, rq->route.device, push, rq->route.pass_type,
                                          rq->route.serial, (int64_t)time(NULL), &err);
     json_decref(body);
@@ -122,25 +138,16 @@ enum MHD_Result pm_ws_register(pm_request *rq)
         return server_error(rq, "register", &err);
     if (added)
         atomic_fetch_add_explicit(&rq->svc->metrics.registrations_created, 1, memory_order_relaxed);
-    r = pm_reply_empty(rq, added ? MHD_HTTP_CREATED : MHD_HTTP_OK, NULL);
-    return r;
+    return pm_reply_empty(rq, added ? MHD_HTTP_CREATED : MHD_HTTP_OK, NULL);
 }
 
 enum MHD_Result pm_ws_unregister(pm_request *rq)
 {
-    if (rq->route.bad_id)
-        return text(rq, MHD_HTTP_BAD_REQUEST, "invalid identifier in the path\n");
-    pm_error err;
-    pm_registry_service_pass pass;
-    pm_registry_reader *rd = pm_service_reader(rq->svc, &err);
+    enum MHD_Result reply;
+    pm_registry_reader *rd = begin_device_request(rq, "unregister", &reply);
     if (!rd)
-        return server_error(rq, "unregister", &err);
-    int auth = authorize_pass(rq, rd, &pass, &err);
-    if (auth <= 0) {
-        pm_service_reader_done(rq->svc, rd, auth < 0);
-        return auth < 0 ? server_error(rq, "unregister", &err)
-                        : text(rq, MHD_HTTP_UNAUTHORIZED, "unauthorized\n");
-    }
+        return reply;
+    pm_error err;
     int removed = rd->ops->unregister_device(rd, rq->route.device, rq->route.pass_type,
                                              rq->route.serial, &err);
     pm_service_reader_done(rq->svc, rd, removed < 0);
