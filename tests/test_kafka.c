@@ -8,8 +8,14 @@
  * the broker keeps its data.  Faults are injected through the mock
  * cluster.  Checks read the topics back with a plain librdkafka consumer
  * and ask the group coordinator for committed offsets.
+ *
+ * Suite kafka_pg runs the kill -9 case with a PostgreSQL registry (a schema
+ * of its own): the server PASSMILL_REGISTRY_URL names (password in
+ * PASSMILL_REGISTRY_PASSWORD_FILE), else one this runner starts with
+ * ops/pg-dev; without one it FAILS.
  */
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 
 #include <dirent.h>
 #include <pthread.h>
@@ -25,7 +31,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
 
 #include "core/config.h"
 #include "kafka/devbroker.h"
@@ -683,49 +691,198 @@ static void committed_offsets(kt *t, int64_t out[PARTITIONS])
     rd_kafka_destroy(rk);
 }
 
+/* ---- kill -9 with a registry, on SQLite and on PostgreSQL ---- */
+
+/*
+ * PostgreSQL for suite kafka_pg, as in test_registry_run.c: the server
+ * PASSMILL_REGISTRY_URL names, else one this runner starts with ops/pg-dev
+ * in a private folder -- only when a kafka_pg case is to run (the filter
+ * has disabled the others before PRE_ALL), since no other case needs it.
+ */
+static char pg_server_dir[256];
+static bool pg_started;
+
+static bool suite_will_run(struct criterion_suite_set *s)
+{
+    if (!s->tests)
+        return false;
+    FOREACH_SET(struct criterion_test *test, s->tests) {
+        if (!test->data->disabled)
+            return true;
+    }
+    return false;
+}
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    bool wanted = false;
+    FOREACH_SET(struct criterion_suite_set *s, set->suites) {
+        if (strcmp(s->suite.name, "kafka_pg") == 0 && suite_will_run(s))
+            wanted = true;
+    }
+    if (!wanted)
+        return;
+    snprintf(pg_server_dir, sizeof pg_server_dir, "/tmp/passmill-pg-kafka-%d", (int)getpid());
+    pg_started = pmt_pg_start(pg_server_dir, "test_kafka") == 1;
+}
+
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    (void)stats;
+    if (pg_started)
+        pmt_pg_stop(pg_server_dir);
+}
+
+/* The kill test's registry: a SQLite file in the work folder, or a schema
+ * of its own in the PostgreSQL database. */
+typedef struct kreg {
+    bool pg;
+    char where[1200]; /* the SQLite file, or the URL with search_path set to the schema */
+    char schema[64];  /* pg: the schema, "" once dropped */
+} kreg;
+
+/* File scope: the pg case's .fini drops the schema after a failed assertion too. */
+static kreg kill_reg;
+
+/* A libpq connection to url; the password as passmill reads it (never argv). */
+static PGconn *pg_connect(const char *url)
+{
+    char *password = pmt_pg_password();
+    cr_assert_not_null(password, "cannot read %s", getenv("PASSMILL_REGISTRY_PASSWORD_FILE"));
+    const char *keys[] = {"dbname", "password", NULL};
+    const char *vals[] = {url, password, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    free(password);
+    cr_assert(PQstatus(c) == CONNECTION_OK, "PostgreSQL connection: %s", PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning")); /* no NOTICE of DROP ... IF EXISTS */
+    return c;
+}
+
+static void pg_admin_sql(const char *sql)
+{
+    PGconn *c = pg_connect(getenv("PASSMILL_REGISTRY_URL"));
+    PGresult *res = PQexec(c, sql);
+    cr_assert(PQresultStatus(res) == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(res);
+    PQfinish(c);
+}
+
+static void kreg_init(kreg *r, kt *t, bool pg)
+{
+    memset(r, 0, sizeof *r);
+    r->pg = pg;
+    if (!pg) {
+        snprintf(r->where, sizeof r->where, "%s/registry.db", t->work);
+        return;
+    }
+    const char *url = getenv("PASSMILL_REGISTRY_URL");
+    cr_assert(url && *url, "no PostgreSQL server: ops/pg-dev start failed or PASSMILL_REGISTRY_URL unset");
+    snprintf(r->schema, sizeof r->schema, "t_kafka_%d", (int)getpid());
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", r->schema, r->schema);
+    pg_admin_sql(sql);
+    cr_assert_eq(pmt_pg_schema_url(r->where, sizeof r->where, r->schema), 0);
+}
+
+static void kreg_drop(kreg *r)
+{
+    if (!r->pg || !r->schema[0])
+        return;
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE", r->schema);
+    r->schema[0] = '\0'; /* once, even if this fails */
+    pg_admin_sql(sql);
+}
+
+static void drop_kill_schema(void) { kreg_drop(&kill_reg); }
+
+/* The run.conf lines that name the registry. */
+static void kreg_conf(const kreg *r, char *out, size_t size)
+{
+    const char *pwfile = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
+    if (!r->pg)
+        snprintf(out, size, "registry.path = %s\n", r->where);
+    else if (pwfile && *pwfile)
+        snprintf(out, size, "registry.url = %s\nregistry.password_file = %s\n", r->where, pwfile);
+    else /* the password, if any, in PASSMILL_REGISTRY_PASSWORD, passmill's default */
+        snprintf(out, size, "registry.url = %s\n", r->where);
+}
+
+#define ORIGINS_SQL "SELECT origin FROM results UNION SELECT origin FROM rejects"
+
+/* Every origin of a results or rejects row, as a set (object: origin -> true). */
+static json_t *kreg_origins(const kreg *r)
+{
+    json_t *set = json_object();
+    if (r->pg) {
+        PGconn *c = pg_connect(r->where);
+        PGresult *res = PQexec(c, ORIGINS_SQL);
+        cr_assert(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", ORIGINS_SQL, PQerrorMessage(c));
+        for (int i = 0; i < PQntuples(res); i++)
+            json_object_set_new(set, PQgetvalue(res, i, 0), json_true());
+        PQclear(res);
+        PQfinish(c);
+        return set;
+    }
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(r->where, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "%s: %s", r->where,
+                 sqlite3_errmsg(db));
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, ORIGINS_SQL, -1, &st, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_object_set_new(set, (const char *)sqlite3_column_text(st, 0), json_true());
+    cr_assert_eq(rc, SQLITE_DONE, "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return set;
+}
+
 /* Every offset below each partition's committed one has its registry row
  * (a results or rejects row with that origin); returns how many offsets. */
-static int64_t assert_committed_offsets_recorded(kt *t)
+static int64_t assert_committed_offsets_recorded(kt *t, const kreg *r)
 {
     int64_t c[PARTITIONS], total = 0;
     committed_offsets(t, c);
-    char spec[256] = "";
+    json_t *have = kreg_origins(r);
+    int64_t missing = 0;
+    char first[256] = ""; /* the first few missing, for the message */
     for (int p = 0; p < PARTITIONS; p++) {
-        snprintf(spec + strlen(spec), sizeof spec - strlen(spec), "%s%d:%lld", p ? "," : "", p,
-                 (long long)c[p]);
         total += c[p];
+        for (int64_t o = 0; o < c[p]; o++) {
+            char origin[64];
+            snprintf(origin, sizeof origin, REQUESTS "[%d]@%lld", p, (long long)o);
+            if (json_object_get(have, origin))
+                continue;
+            if (missing++ < 3)
+                snprintf(first + strlen(first), sizeof first - strlen(first), " %s", origin);
+        }
     }
-    int status;
-    char *out = pmt_sh_out(&status,
-                           "python3 -c 'import sqlite3,sys\n"
-                           "db=sqlite3.connect(\"file:\"+sys.argv[1]+\"?mode=ro\", uri=True)\n"
-                           "have=set(r[0] for r in db.execute(\"SELECT origin FROM results UNION SELECT origin FROM rejects\"))\n"
-                           "miss=[\"%%s[%%s]@%%d\"%%(\"" REQUESTS "\",p,o) for p,c in (x.split(\":\") for x in sys.argv[2].split(\",\"))"
-                           " for o in range(int(c)) if \"%%s[%%s]@%%d\"%%(\"" REQUESTS "\",p,o) not in have]\n"
-                           "print(len(miss), miss[:3])' '%s/registry.db' '%s'",
-                           t->work, spec);
-    cr_assert_eq(status, 0, "%s", out);
-    cr_assert_eq(strncmp(out, "0 ", 2), 0, "committed offsets (%s) without a registry row: %s", spec, out);
-    free(out);
+    json_decref(have);
+    cr_assert_eq(missing, 0, "%lld committed offsets (of %lld) without a registry row:%s", (long long)missing,
+                 (long long)total, first);
     return total;
 }
 
 /*
- * kill -9 at random moments during a 20,000-record Kafka run with a SQLite
+ * kill -9 at random moments during a 20,000-record Kafka run with a
  * registry (5 times): after each kill every offset the group committed has
  * its registry row; after the run that finishes, registry rows and store
  * objects agree one to one (sha256), no temporary file is left, and a run
  * in a new group over the same topic reports every record unchanged.
  */
-Test(kafka, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout = 600)
+static void kill_9_with_a_registry(bool pg)
 {
     const char *env = getenv("PM_TEST_KILL_RECORDS");
     const int n = env && *env ? atoi(env) : 20000;
     enum { KILLS = 5 };
     kt t;
-    kt_setup(&t, "kafka-reg-crash", n);
-    char extra[1200];
-    snprintf(extra, sizeof extra, "registry.path = %s/registry.db\nstore.fsync = false\n", t.work);
+    kt_setup(&t, pg ? "kafka-pg-crash" : "kafka-reg-crash", n);
+    kreg_init(&kill_reg, &t, pg);
+    char extra[3000];
+    kreg_conf(&kill_reg, extra, sizeof extra);
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "store.fsync = false\n");
     write_conf(&t, "run.conf", "avro", extra);
     produce_file(&t, "requests.avro", "avro", n);
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -748,7 +905,7 @@ Test(kafka, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout 
         }
         cr_assert_eq(kill(pid, SIGKILL), 0);
         cr_assert_eq(run_wait(pid), 128 + SIGKILL);
-        int64_t committed = assert_committed_offsets_recorded(&t);
+        int64_t committed = assert_committed_offsets_recorded(&t, &kill_reg);
         cr_log_info("killed run %d at %zu stored passes; %lld offsets committed, each with its row", k,
                     count_passes(&t), (long long)committed);
     }
@@ -764,9 +921,13 @@ Test(kafka, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout 
     free(out);
     free(err);
     assert_committed_at_end(&t);
-    cr_assert_eq(assert_committed_offsets_recorded(&t), n);
-    cr_assert_eq(pmt_sh("python3 '%s' '%s/registry.db' '%s/store' --count %d >/dev/null", pmt_src("tests/registry_check.py"),
-                        t.work, t.work, n), 0, "registry rows and store objects disagree");
+    cr_assert_eq(assert_committed_offsets_recorded(&t, &kill_reg), n);
+    char store[1100], count[32];
+    snprintf(store, sizeof store, "%s/store", t.work);
+    snprintf(count, sizeof count, "--count %d", n);
+    cr_assert_eq(pmt_registry_check(&out, kill_reg.where, store, count), 0,
+                 "registry rows and store objects disagree: %s", out);
+    free(out);
 
     /* Resume is "run it again": a new group reads the topic from the start. */
     char again[sizeof t.group];
@@ -781,7 +942,19 @@ Test(kafka, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout 
     cr_assert_eq(status, 0);
     cr_assert(strncmp(out, want, strlen(want)) == 0, "%s, expected %s", out, want);
     free(out);
+    kreg_drop(&kill_reg);
     kt_teardown(&t);
+}
+
+Test(kafka, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout = 600)
+{
+    kill_9_with_a_registry(false);
+}
+
+Test(kafka_pg, kill_9_with_a_registry_every_committed_offset_has_its_row, .timeout = 600,
+     .fini = drop_kill_schema)
+{
+    kill_9_with_a_registry(true);
 }
 
 Test(kafka, broker_faults_mid_run_lose_nothing, .timeout = 240)

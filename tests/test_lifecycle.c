@@ -22,47 +22,23 @@
 
 #include "test_util.h"
 
-/* ---- the PostgreSQL server (as tests/test_registry.c) ---- */
+/* ---- the PostgreSQL server (pmt_pg_start, tests/test_util.h) ---- */
 
 static bool started_server;
 static char server_dir[256];
 
-static void apply_exports(char *text)
-{
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "export ", 7) != 0)
-            continue;
-        char *eq = strchr(line + 7, '=');
-        if (!eq)
-            continue;
-        *eq = '\0';
-        setenv(line + 7, eq + 1, 1);
-    }
-}
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    const char *url = getenv("PASSMILL_REGISTRY_URL");
-    if (url && *url)
-        return;
     snprintf(server_dir, sizeof server_dir, "/tmp/passmill-pg-lc-%d", (int)getpid());
-    int status = -1;
-    char *out = pmt_sh_out(&status, "PASSMILL_PG_DIR='%s' '%s' start", server_dir, pmt_src("ops/pg-dev"));
-    if (out && status == 0) {
-        apply_exports(out);
-        started_server = true;
-    } else {
-        fprintf(stderr, "test_lifecycle: ops/pg-dev start failed (status %d)\n", status);
-    }
-    free(out);
+    started_server = pmt_pg_start(server_dir, "test_lifecycle") == 1;
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
     if (started_server)
-        pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", server_dir, pmt_src("ops/pg-dev"));
+        pmt_pg_stop(server_dir);
 }
 
 /* ---- one test's world ---- */

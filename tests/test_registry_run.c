@@ -27,7 +27,7 @@
 static char *work; /* per-test temporary folder */
 static bool use_pg; /* this test's registry is PostgreSQL ($REG is its URL) */
 
-/* ---- the PostgreSQL server (as in test_registry.c) ---- */
+/* ---- the PostgreSQL server (pmt_pg_start, tests/test_util.h) ---- */
 
 static bool started_server;
 static char server_dir[256];
@@ -35,32 +35,15 @@ static char server_dir[256];
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    const char *url = getenv("PASSMILL_REGISTRY_URL");
-    if (url && *url)
-        return;
     snprintf(server_dir, sizeof server_dir, "/tmp/passmill-pg-run-%d", (int)getpid());
-    int status = -1;
-    char *out = pmt_sh_out(&status, "PASSMILL_PG_DIR='%s' '%s' start", server_dir, pmt_src("ops/pg-dev"));
-    if (out && status == 0) {
-        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
-            char *eq = strchr(line, '=');
-            if (strncmp(line, "export ", 7) == 0 && eq) {
-                *eq = '\0';
-                setenv(line + 7, eq + 1, 1);
-            }
-        }
-        started_server = true;
-    } else {
-        fprintf(stderr, "test_registry_run: ops/pg-dev start failed (status %d)\n", status);
-    }
-    free(out);
+    started_server = pmt_pg_start(server_dir, "test_registry_run") == 1;
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
     if (started_server)
-        pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", server_dir, pmt_src("ops/pg-dev"));
+        pmt_pg_stop(server_dir);
 }
 
 /* psql's connection: the base URL, the password through PGPASSWORD (never argv). */

@@ -124,3 +124,78 @@ const char *pmt_passmill(void)
     const char *b = getenv("PASSMILL_BIN");
     return b && *b ? b : PM_BINARY_DIR "/passmill";
 }
+
+/* ---- PostgreSQL ---- */
+
+int pmt_pg_start(const char *dir, const char *who)
+{
+    const char *url = getenv("PASSMILL_REGISTRY_URL");
+    if (url && *url)
+        return 0;
+    int status = -1;
+    char *out = pmt_sh_out(&status, "PASSMILL_PG_DIR='%s' '%s' start", dir, pmt_src("ops/pg-dev"));
+    if (!out || status != 0) {
+        fprintf(stderr, "%s: ops/pg-dev start failed (status %d)\n", who, status);
+        free(out);
+        pmt_pg_stop(dir); /* a half-made cluster */
+        return -1;
+    }
+    /* "export NAME=VALUE" lines (the values have no quotes or spaces). */
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "export ", 7) != 0)
+            continue;
+        char *eq = strchr(line + 7, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        setenv(line + 7, eq + 1, 1);
+    }
+    free(out);
+    return 1;
+}
+
+void pmt_pg_stop(const char *dir)
+{
+    pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", dir, pmt_src("ops/pg-dev"));
+}
+
+char *pmt_pg_password(void)
+{
+    const char *env = getenv("PASSMILL_REGISTRY_PASSWORD");
+    if (env && *env)
+        return strdup(env);
+    const char *file = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
+    if (!file || !*file)
+        return strdup("");
+    char *text = pmt_read_file(file, NULL);
+    if (text)
+        text[strcspn(text, "\r\n")] = '\0';
+    return text;
+}
+
+int pmt_pg_schema_url(char *out, size_t size, const char *schema)
+{
+    const char *url = getenv("PASSMILL_REGISTRY_URL");
+    if (!url || !*url)
+        return -1;
+    int n = snprintf(out, size, "%s%soptions=-csearch_path%%3D%s", url, strchr(url, '?') ? "&" : "?", schema);
+    return n >= 0 && (size_t)n < size ? 0 : -1;
+}
+
+int pmt_registry_check(char **output, const char *registry, const char *store, const char *args)
+{
+    /* The password is put in PGPASSWORD by the shell from the environment
+     * or the file, so it is never in any process's argv. */
+    int status = -1;
+    char *out = pmt_sh_out(&status,
+                           "PGPASSWORD=\"${PASSMILL_REGISTRY_PASSWORD:-}\"; "
+                           "if [ -z \"$PGPASSWORD\" ] && [ -n \"${PASSMILL_REGISTRY_PASSWORD_FILE:-}\" ]; then "
+                           "PGPASSWORD=$(head -n1 \"$PASSMILL_REGISTRY_PASSWORD_FILE\"); fi; export PGPASSWORD; "
+                           "python3 '%s' '%s' '%s' %s 2>&1",
+                           pmt_src("tests/registry_check.py"), registry, store, args ? args : "");
+    if (output)
+        *output = out ? out : strdup("");
+    else
+        free(out);
+    return status;
+}

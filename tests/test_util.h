@@ -23,4 +23,31 @@ const char *pmt_src(const char *rel);
 /* The passmill binary (env PASSMILL_BIN, else PM_BINARY_DIR/passmill). */
 const char *pmt_passmill(void);
 
+/*
+ * PostgreSQL for the pg cases.  No libpq here (every test links this file):
+ * the server is the one PASSMILL_REGISTRY_URL names (password in
+ * PASSMILL_REGISTRY_PASSWORD or PASSMILL_REGISTRY_PASSWORD_FILE), else a
+ * private `ops/pg-dev` server in a folder of the caller's.
+ */
+/* Without PASSMILL_REGISTRY_URL: `ops/pg-dev start` in dir, its exports
+ * (PASSMILL_REGISTRY_URL, ..._PASSWORD_FILE, PASSMILL_PG_DIR) set in this
+ * process's environment; returns 1.  0 when the variable was set already,
+ * -1 when the server could not be started (a message on stderr, who names the caller). */
+int pmt_pg_start(const char *dir, const char *who);
+/* `ops/pg-dev stop` in dir: stops the server started there, removes dir. */
+void pmt_pg_stop(const char *dir);
+/* The password as passmill reads it: PASSMILL_REGISTRY_PASSWORD, else the
+ * first line of PASSMILL_REGISTRY_PASSWORD_FILE, else "" (malloc'd; NULL
+ * when the file cannot be read). */
+char *pmt_pg_password(void);
+/* PASSMILL_REGISTRY_URL with search_path set to schema (libpq's
+ * options=-csearch_path=SCHEMA, percent-encoded), into out; -1 when the
+ * variable is unset or out too small. */
+int pmt_pg_schema_url(char *out, size_t size, const char *schema);
+/* python3 tests/registry_check.py REGISTRY STORE ARGS: REGISTRY a SQLite
+ * file or a postgresql:// URL (psql's password, as pmt_pg_password finds
+ * it, through PGPASSWORD, never argv).  Returns its exit status; *output
+ * gets what it printed (malloc'd). */
+int pmt_registry_check(char **output, const char *registry, const char *store, const char *args);
+
 #endif
