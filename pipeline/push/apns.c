@@ -25,6 +25,7 @@ typedef struct transfer {
     char body[512];       /* APNs' JSON answer ({"reason": ...}); longer is cut */
     size_t len;
     long retry_after;     /* seconds, -1 = none */
+    CURLcode code;        /* the transfer's result, once done */
     struct curl_slist *headers;
 } transfer;
 
@@ -195,8 +196,12 @@ int pm_apns_send(pm_apns *a, const pm_push_item *items, pm_push_result *res, siz
     if (n == 0)
         return 0;
     transfer *t = calloc(n, sizeof *t);
-    if (!t)
+    CURL **done = calloc(n, sizeof *done); /* the transfers one wake-up finished */
+    if (!t || !done) {
+        free(t);
+        free(done);
         return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    }
     size_t added = 0;
     int rc = 0;
     /* Until answered, a push is one to try again. */
@@ -279,18 +284,28 @@ int pm_apns_send(pm_apns *a, const pm_push_item *items, pm_push_result *res, siz
             rc = pm_error_set(err, PM_ERR_IO, "push: %s", curl_multi_strerror(mc));
             break;
         }
+        /* All the finished transfers first, then their removal: libcurl
+         * 7.88's curl_multi_remove_handle walks the messages not read yet,
+         * so removing while reading cost O(finished^2) per wake-up. */
         CURLMsg *m;
         int left;
+        size_t nd = 0;
         while ((m = curl_multi_info_read(a->multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
             void *priv = NULL;
-            long status = 0;
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-            curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+            t[(uintptr_t)priv].code = m->data.result;
+            done[nd++] = m->easy_handle;
+        }
+        for (size_t k = 0; k < nd; k++) {
+            void *priv = NULL;
+            long status = 0;
+            curl_easy_getinfo(done[k], CURLINFO_PRIVATE, &priv);
+            curl_easy_getinfo(done[k], CURLINFO_RESPONSE_CODE, &status);
             size_t i = (size_t)(uintptr_t)priv;
-            verdict(a, &items[i], &t[i], m->data.result, status, now, &res[i]);
-            curl_multi_remove_handle(a->multi, m->easy_handle);
+            verdict(a, &items[i], &t[i], t[i].code, status, now, &res[i]);
+            curl_multi_remove_handle(a->multi, done[k]);
             added--;
         }
     }
@@ -301,5 +316,6 @@ int pm_apns_send(pm_apns *a, const pm_push_item *items, pm_push_result *res, siz
     for (size_t i = 0; i < n; i++)
         curl_slist_free_all(t[i].headers);
     free(t);
+    free(done);
     return rc;
 }
