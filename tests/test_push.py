@@ -41,12 +41,15 @@ class Env:
         self.standin = None
         self.log = d + "/apns.log"
 
+    def standin_command(self, processes):
+        """The stand-in's command line (bench/bench_push.py puts bench/apns_sink in its place)."""
+        return ["/usr/bin/python3", SRC + "/tests/apns_standin.py", "--cert", self.dir + "/tls/server.pem",
+                "--key", self.dir + "/tls/server.key", "--client-ca", self.dir + "/id/ca.pem", "--topic", TOPIC,
+                "--log", self.log, "--port-file", self.dir + "/port", "--processes", str(processes)]
+
     def start_standin(self, processes=1):
         port_file = self.dir + "/port"
-        self.standin = subprocess.Popen(
-            ["/usr/bin/python3", SRC + "/tests/apns_standin.py", "--cert", self.dir + "/tls/server.pem",
-             "--key", self.dir + "/tls/server.key", "--client-ca", self.dir + "/id/ca.pem", "--topic", TOPIC,
-             "--log", self.log, "--port-file", port_file, "--processes", str(processes)])
+        self.standin = subprocess.Popen(self.standin_command(processes))
         for _ in range(100):
             if os.path.exists(port_file):
                 break
