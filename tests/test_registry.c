@@ -33,66 +33,18 @@
 static bool started_server;
 static char server_dir[256];
 
-static const char *pgdev(void)
-{
-    static char path[1024];
-    snprintf(path, sizeof path, "%s", pmt_src("ops/pg-dev"));
-    return path;
-}
-
-static void apply_exports(char *text)
-{
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "export ", 7) != 0)
-            continue;
-        char *eq = strchr(line + 7, '=');
-        if (!eq)
-            continue;
-        *eq = '\0';
-        setenv(line + 7, eq + 1, 1);
-    }
-}
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    const char *url = getenv("PASSMILL_REGISTRY_URL");
-    if (url && *url)
-        return;
     snprintf(server_dir, sizeof server_dir, "/tmp/passmill-pg-test-%d", (int)getpid());
-    int status = -1;
-    char *out = pmt_sh_out(&status, "PASSMILL_PG_DIR='%s' '%s' start", server_dir, pgdev());
-    if (out && status == 0) {
-        apply_exports(out);
-        started_server = true;
-    } else {
-        fprintf(stderr, "test_registry: ops/pg-dev start failed (status %d)\n", status);
-        pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", server_dir, pgdev());
-    }
-    free(out);
+    started_server = pmt_pg_start(server_dir, "test_registry") == 1;
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
     if (started_server)
-        pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", server_dir, pgdev());
-}
-
-/* The password as passmill would get it: the variable, else the file. */
-static char *pg_password(void)
-{
-    const char *env = getenv("PASSMILL_REGISTRY_PASSWORD");
-    if (env && *env)
-        return strdup(env);
-    const char *file = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
-    if (!file || !*file)
-        return strdup("");
-    size_t len;
-    char *text = pmt_read_file(file, &len);
-    cr_assert(text, "cannot read %s", file);
-    text[strcspn(text, "\r\n")] = '\0';
-    return text;
+        pmt_pg_stop(server_dir);
 }
 
 /* ---- backends ---------------------------------------------------------- */
@@ -139,7 +91,8 @@ static void backend_init(backend *b, bool pg, const char *tag)
     }
     const char *url = getenv("PASSMILL_REGISTRY_URL");
     cr_assert(url && *url, "no PostgreSQL server: ops/pg-dev start failed or PASSMILL_REGISTRY_URL unset");
-    b->password = pg_password();
+    b->password = pmt_pg_password();
+    cr_assert(b->password, "cannot read PASSMILL_REGISTRY_PASSWORD_FILE");
     snprintf(b->schema, sizeof b->schema, "t_%s_%d", tag, (int)getpid());
     PGconn *c = pg_admin(b);
     char sql[256];

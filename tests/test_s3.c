@@ -29,27 +29,6 @@
 static bool started_server;
 static char server_dir[256];
 
-static const char *s3dev(void)
-{
-    static char path[1024];
-    snprintf(path, sizeof path, "%s", pmt_src("ops/s3-dev"));
-    return path;
-}
-
-/* Apply "export NAME=VALUE" lines to the environment. */
-static void apply_exports(char *text)
-{
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "export ", 7) != 0)
-            continue;
-        char *eq = strchr(line + 7, '=');
-        if (!eq)
-            continue;
-        *eq = '\0';
-        setenv(line + 7, eq + 1, 1);
-    }
-}
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
@@ -57,24 +36,14 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
     if (ep && *ep)
         return;
     snprintf(server_dir, sizeof server_dir, "/tmp/passmill-s3-test-%d", (int)getpid());
-    int status = -1;
-    char *out = pmt_sh_out(&status, "PASSMILL_S3_DIR='%s' '%s' start", server_dir, s3dev());
-    if (out && status == 0) {
-        apply_exports(out);
-        started_server = true;
-    } else {
-        fprintf(stderr, "test_s3: ops/s3-dev start failed (status %d)\n", status);
-        /* Whatever it did start must not outlive the tests. */
-        pmt_sh("PASSMILL_S3_DIR='%s' '%s' stop", server_dir, s3dev());
-    }
-    free(out);
+    started_server = pmt_dev_server_start("ops/s3-dev", "PASSMILL_S3_DIR", server_dir, "test_s3") == 0;
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
     if (started_server)
-        pmt_sh("PASSMILL_S3_DIR='%s' '%s' stop", server_dir, s3dev());
+        pmt_dev_server_stop("ops/s3-dev", "PASSMILL_S3_DIR", server_dir);
 }
 
 static void need_server(void)
@@ -754,7 +723,7 @@ static void kill_service(const char *name)
 static void restart_services(void)
 {
     const char *dir = getenv("PASSMILL_S3_DIR");
-    cr_assert_eq(pmt_sh("PASSMILL_S3_DIR='%s' '%s' start >/dev/null 2>&1", dir, s3dev()), 0,
+    cr_assert_eq(pmt_sh("PASSMILL_S3_DIR='%s' '%s' start >/dev/null 2>&1", dir, pmt_src("ops/s3-dev")), 0,
                  "ops/s3-dev start could not restart the server");
 }
 

@@ -127,17 +127,14 @@ const char *pmt_passmill(void)
 
 /* ---- PostgreSQL ---- */
 
-int pmt_pg_start(const char *dir, const char *who)
+int pmt_dev_server_start(const char *script, const char *dir_var, const char *dir, const char *who)
 {
-    const char *url = getenv("PASSMILL_REGISTRY_URL");
-    if (url && *url)
-        return 0;
     int status = -1;
-    char *out = pmt_sh_out(&status, "PASSMILL_PG_DIR='%s' '%s' start", dir, pmt_src("ops/pg-dev"));
+    char *out = pmt_sh_out(&status, "%s='%s' '%s' start", dir_var, dir, pmt_src(script));
     if (!out || status != 0) {
-        fprintf(stderr, "%s: ops/pg-dev start failed (status %d)\n", who, status);
+        fprintf(stderr, "%s: %s start failed (status %d)\n", who, script, status);
         free(out);
-        pmt_pg_stop(dir); /* a half-made cluster */
+        pmt_dev_server_stop(script, dir_var, dir); /* whatever it started must not outlive the tests */
         return -1;
     }
     /* "export NAME=VALUE" lines (the values have no quotes or spaces). */
@@ -151,12 +148,25 @@ int pmt_pg_start(const char *dir, const char *who)
         setenv(line + 7, eq + 1, 1);
     }
     free(out);
-    return 1;
+    return 0;
+}
+
+void pmt_dev_server_stop(const char *script, const char *dir_var, const char *dir)
+{
+    pmt_sh("%s='%s' '%s' stop", dir_var, dir, pmt_src(script));
+}
+
+int pmt_pg_start(const char *dir, const char *who)
+{
+    const char *url = getenv("PASSMILL_REGISTRY_URL");
+    if (url && *url)
+        return 0;
+    return pmt_dev_server_start("ops/pg-dev", "PASSMILL_PG_DIR", dir, who) == 0 ? 1 : -1;
 }
 
 void pmt_pg_stop(const char *dir)
 {
-    pmt_sh("PASSMILL_PG_DIR='%s' '%s' stop", dir, pmt_src("ops/pg-dev"));
+    pmt_dev_server_stop("ops/pg-dev", "PASSMILL_PG_DIR", dir);
 }
 
 char *pmt_pg_password(void)

@@ -24,6 +24,16 @@ const char *pmt_src(const char *rel);
 const char *pmt_passmill(void);
 
 /*
+ * A development server of ops/ (ops/pg-dev, ops/s3-dev): `DIR_VAR=dir
+ * SCRIPT start`, its "export NAME=VALUE" lines set in this process's
+ * environment; 0, or -1 when it failed (a message on stderr naming who;
+ * what it started is stopped).  stop: `DIR_VAR=dir SCRIPT stop`.  script is
+ * relative to the source tree.
+ */
+int pmt_dev_server_start(const char *script, const char *dir_var, const char *dir, const char *who);
+void pmt_dev_server_stop(const char *script, const char *dir_var, const char *dir);
+
+/*
  * PostgreSQL for the pg cases.  No libpq here (every test links this file):
  * the server is the one PASSMILL_REGISTRY_URL names (password in
  * PASSMILL_REGISTRY_PASSWORD or PASSMILL_REGISTRY_PASSWORD_FILE), else a
