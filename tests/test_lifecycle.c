@@ -49,19 +49,12 @@ static char schema[64], conninfo[1024];
 
 static PGconn *pg_admin(void)
 {
-    char password[512] = "";
-    const char *file = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
-    if (file && *file) {
-        size_t len;
-        char *t = pmt_read_file(file, &len);
-        cr_assert_not_null(t);
-        t[strcspn(t, "\r\n")] = '\0';
-        snprintf(password, sizeof password, "%s", t);
-        free(t);
-    }
+    char *password = pmt_pg_password();
+    cr_assert_not_null(password, "cannot read PASSMILL_REGISTRY_PASSWORD_FILE");
     const char *keys[] = {"dbname", "password", NULL};
     const char *vals[] = {conninfo[0] ? conninfo : getenv("PASSMILL_REGISTRY_URL"), password, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
+    free(password);
     cr_assert(PQstatus(c) == CONNECTION_OK, "admin connection: %s", PQerrorMessage(c));
     PQclear(PQexec(c, "SET client_min_messages = warning"));
     return c;
@@ -104,8 +97,7 @@ static void setup_backend(bool use_pg)
         char sql[256];
         snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", schema, schema);
         pg_sql(sql);
-        snprintf(conninfo, sizeof conninfo, "%s%soptions=-csearch_path%%3D%s", url,
-                 strchr(url, '?') ? "&" : "?", schema);
+        cr_assert_eq(pmt_pg_schema_url(conninfo, sizeof conninfo, schema), 0);
         fprintf(f, "registry.url = %s\n", conninfo);
         const char *pw = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
         if (pw && *pw)
@@ -166,8 +158,9 @@ static long sql_try_count(const char *query)
 static void check_registry_and_store(long count)
 {
     char registry[1100], store[1100], args[64];
-    snprintf(registry, sizeof registry, "%s", pg ? conninfo : "");
-    if (!pg)
+    if (pg)
+        snprintf(registry, sizeof registry, "%s", conninfo);
+    else
         snprintf(registry, sizeof registry, "%s/registry.db", work);
     snprintf(store, sizeof store, "%s/store", work);
     snprintf(args, sizeof args, "--count %ld", count);

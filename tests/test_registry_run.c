@@ -53,16 +53,14 @@ static void pg_env(void)
     const char *pwfile = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
     cr_assert(url && *url && pwfile && *pwfile,
               "no PostgreSQL server: ops/pg-dev start failed or PASSMILL_REGISTRY_URL unset");
-    size_t len;
-    char *pw = pmt_read_file(pwfile, &len);
+    char *pw = pmt_pg_password();
     cr_assert(pw, "cannot read %s", pwfile);
-    pw[strcspn(pw, "\r\n")] = '\0';
     setenv("PGPASSWORD", pw, 1);
     free(pw);
     char schema[64], reg[1024];
     snprintf(schema, sizeof schema, "t_run_%d", (int)getpid());
     setenv("PGSCHEMA", schema, 1);
-    snprintf(reg, sizeof reg, "%s%soptions=-csearch_path%%3D%s", url, strchr(url, '?') ? "&" : "?", schema);
+    cr_assert_eq(pmt_pg_schema_url(reg, sizeof reg, schema), 0);
     setenv("REG", reg, 1);
 }
 
