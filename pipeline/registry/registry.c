@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/secret.h"
 #include "core/rfc3339.h"
+#include "record/canonical.h"
 
 /*
  * The PostgreSQL password: the environment variable registry.password_env,
@@ -100,11 +101,6 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err)
     return 0;
 }
 
-static int append_json(const char *text, size_t len, void *buf)
-{
-    return pm_buf_append(buf, text, len);
-}
-
 /*
  * Where the hashed part of the canonical text starts, and its first byte
  * replaced: the text without the action member.  With sorted keys "action"
@@ -130,7 +126,8 @@ static size_t after_action(const char *text, size_t len)
  * field existed keeps its content hash (its ISSUE sent again is still
  * `unchanged`, not serial.exists) and the stored text stays the same.
  */
-static const char *const later_fields[] = {"sharing_prohibited", "strip_image", "status_message"};
+static const char *const later_fields[] = {"sharing_prohibited", "strip_image", "status_message",
+                                           NULL};
 
 int pm_registry_content_hash_text(const char *text, size_t len, const char *status,
                                   const char *template_version, const uint8_t signer_sha256[32],
@@ -167,19 +164,9 @@ int pm_registry_content_hash(const json_t *record, const char *status,
                              pm_buf *canonical, char out[65], pm_error *err)
 {
     pm_buf_reset(canonical);
-    json_t *view = NULL; /* a shallow copy without the later fields, only when needed */
-    for (size_t i = 0; i < sizeof later_fields / sizeof *later_fields; i++) {
-        if (!json_is_null(json_object_get(record, later_fields[i])))
-            continue;
-        if (!view && !(view = json_copy((json_t *)record)))
-            return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
-        json_object_del(view, later_fields[i]);
-    }
-    int dumped = json_dump_callback(view ? view : record, append_json, canonical,
-                                    JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(view);
-    if (dumped != 0)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for a content hash");
+    if (pm_canonical_json(record, later_fields, canonical) != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "the record cannot be written as canonical JSON for"
+                            " its content hash (out of memory, or a string not valid UTF-8)");
     return pm_registry_content_hash_text((const char *)canonical->data, canonical->len, status,
                                          template_version, signer_sha256, out, err);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "engine/context.h"
+#include "record/canonical.h"
 #include "stages/stage.h"
 #include "wallet/template.h"
 
@@ -72,6 +73,11 @@ void fuzz_record(pm_input_format format, const uint8_t *data, size_t size)
     if (run(&job) == 1) {
         char *text = json_dumps(job.record, JSON_COMPACT | JSON_SORT_KEYS);
         FUZZ_CHECK(text, "a valid record cannot be written as JSON");
+        pm_buf canonical = PM_BUF_INIT;
+        FUZZ_CHECK(pm_canonical_json(job.record, NULL, &canonical) == 0 &&
+                       canonical.len == strlen(text) && memcmp(canonical.data, text, canonical.len) == 0,
+                   "the canonical text differs from jansson's: %s", text);
+        pm_buf_free(&canonical);
         pm_job again;
         pm_job_init(&again);
         again.format = PM_INPUT_JSON;

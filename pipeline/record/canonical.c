@@ -1,0 +1,257 @@
+/*
+ * canonical.c - the canonical text of a normalized record (see canonical.h).
+ *
+ * Every rule here is one of jansson 2.14's dump.c under JSON_COMPACT |
+ * JSON_SORT_KEYS: members sorted by key bytes (shorter first on a tie),
+ * "," and ":" without spaces, strings escaped as \" \\ \b \f \n \r \t and
+ * \uXXXX (upper-case hex) for the other control characters, everything
+ * else (non-ASCII included) written as it is, reals as "%.17g" with ".0"
+ * added when the text has neither '.' nor 'e' and the exponent's '+' and
+ * leading zeros dropped.
+ */
+#include "record/canonical.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEPTH 2048
+
+/* One member of an object being written: its key and value. */
+typedef struct member {
+    const char *key;
+    size_t len;
+    const json_t *value;
+} member;
+
+/* Members on the stack up to this many per object (a record has ~16). */
+enum { STACK_MEMBERS = 32 };
+
+/* jansson's compare_keys: bytes, then length. */
+static int key_cmp(const member *a, const member *b)
+{
+    size_t n = a->len < b->len ? a->len : b->len;
+    int c = memcmp(a->key, b->key, n);
+    if (c)
+        return c;
+    return (a->len > b->len) - (a->len < b->len);
+}
+
+/* Insertion sort: the keys are few, often nearly sorted already. */
+static void sort_members(member *m, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        member x = m[i];
+        size_t j = i;
+        while (j > 0 && key_cmp(&m[j - 1], &x) > 0) {
+            m[j] = m[j - 1];
+            j--;
+        }
+        m[j] = x;
+    }
+}
+
+/*
+ * Length of the valid UTF-8 sequence at s (at most left bytes) whose first
+ * byte is >= 0x80, or 0 when it is not valid: no overlong forms, no
+ * surrogates, nothing above U+10FFFF (jansson's utf8_check_full).
+ */
+static size_t utf8_len(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
+        cp > 0x10FFFF)
+        return 0;
+    return n;
+}
+
+static int put(pm_buf *out, const void *p, size_t n)
+{
+    return pm_buf_append(out, p, n);
+}
+
+static int put_string(pm_buf *out, const char *str, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *s = (const unsigned char *)str;
+    /* Worst case: every byte a six-byte \u escape, plus the quotes. */
+    if (len > (SIZE_MAX - 2) / 6 || pm_buf_reserve(out, len * 6 + 2) != 0)
+        return -1;
+    uint8_t *w = out->data + out->len;
+    *w++ = '"';
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
+            run++;
+        memcpy(w, s + i, run - i);
+        w += run - i;
+        i = run;
+        if (i == len)
+            break;
+        unsigned char c = s[i];
+        if (c >= 0x80) {
+            size_t n = utf8_len(s + i, len - i);
+            if (n == 0)
+                return -1;
+            memcpy(w, s + i, n);
+            w += n;
+            i += n;
+            continue;
+        }
+        *w++ = '\\';
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\f': *w++ = 'f'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\r': *w++ = 'r'; break;
+        case '\t': *w++ = 't'; break;
+        default:
+            *w++ = 'u';
+            *w++ = '0';
+            *w++ = '0';
+            *w++ = hex[c >> 4];
+            *w++ = hex[c & 0xF];
+        }
+        i++;
+    }
+    *w++ = '"';
+    out->len = (size_t)(w - out->data);
+    return 0;
+}
+
+/* jansson's jsonp_dtostr at its default precision (17). */
+static int put_real(pm_buf *out, double d)
+{
+    if (!isfinite(d))
+        return -1;
+    char b[64];
+    int n = snprintf(b, sizeof b, "%.17g", d);
+    if (n < 0 || (size_t)n >= sizeof b - 3)
+        return -1;
+    size_t len = (size_t)n;
+    if (!strchr(b, '.') && !strchr(b, 'e')) {
+        memcpy(b + len, ".0", 3);
+        len += 2;
+    }
+    char *e = strchr(b, 'e');
+    if (e) {
+        char *start = e + 1, *end = e + 2; /* the sign, then the digits */
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, len - (size_t)(end - b) + 1);
+            len -= (size_t)(end - start);
+        }
+    }
+    return put(out, b, len);
+}
+
+static int put_value(pm_buf *out, const json_t *v, const char *const *omit, int depth);
+
+static int put_object(pm_buf *out, const json_t *obj, const char *const *omit, int depth)
+{
+    size_t n = json_object_size(obj);
+    member stack[STACK_MEMBERS];
+    member *m = n <= STACK_MEMBERS ? stack : malloc(n * sizeof *m);
+    if (!m)
+        return -1;
+    size_t k = 0;
+    for (void *it = json_object_iter((json_t *)obj); it && k < n;
+         it = json_object_iter_next((json_t *)obj, it)) {
+        const char *key = json_object_iter_key(it);
+        const json_t *value = json_object_iter_value(it);
+        bool skip = false;
+        for (const char *const *o = omit; o && *o && !skip; o++)
+            skip = json_is_null(value) && strcmp(key, *o) == 0;
+        if (!skip)
+            m[k++] = (member){key, json_object_iter_key_len(it), value};
+    }
+    sort_members(m, k);
+    int rc = put(out, "{", 1);
+    for (size_t i = 0; rc == 0 && i < k; i++) {
+        if (i > 0)
+            rc = put(out, ",", 1);
+        if (rc == 0)
+            rc = put_string(out, m[i].key, m[i].len);
+        if (rc == 0)
+            rc = put(out, ":", 1);
+        if (rc == 0)
+            rc = put_value(out, m[i].value, NULL, depth + 1);
+    }
+    if (rc == 0)
+        rc = put(out, "}", 1);
+    if (m != stack)
+        free(m);
+    return rc;
+}
+
+static int put_value(pm_buf *out, const json_t *v, const char *const *omit, int depth)
+{
+    if (depth > MAX_DEPTH)
+        return -1;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return put_object(out, v, omit, depth);
+    case JSON_ARRAY: {
+        int rc = put(out, "[", 1);
+        for (size_t i = 0, n = json_array_size(v); rc == 0 && i < n; i++) {
+            if (i > 0)
+                rc = put(out, ",", 1);
+            if (rc == 0)
+                rc = put_value(out, json_array_get(v, i), NULL, depth + 1);
+        }
+        return rc == 0 ? put(out, "]", 1) : rc;
+    }
+    case JSON_STRING:
+        return put_string(out, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: {
+        char b[32];
+        int n = snprintf(b, sizeof b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return put(out, b, (size_t)n);
+    }
+    case JSON_REAL:
+        return put_real(out, json_real_value(v));
+    case JSON_TRUE:
+        return put(out, "true", 4);
+    case JSON_FALSE:
+        return put(out, "false", 5);
+    case JSON_NULL:
+        return put(out, "null", 4);
+    }
+    return -1;
+}
+
+int pm_canonical_json(const json_t *value, const char *const *omit_if_null, pm_buf *out)
+{
+    if (!value)
+        return -1;
+    return put_value(out, value, omit_if_null, 0);
+}
