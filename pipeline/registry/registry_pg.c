@@ -554,8 +554,10 @@ static int apply_pass(pipeline *pl, const char *run_id, pm_job *job, int64_t tag
     free(dumped);
     if (rc != 0)
         return -1;
+    /* A row expected absent (check_tags() saw none) has no groups yet. */
     const char *del[1] = {job->serial};
-    if (pipe_send(pl, "del_groups", 1, del, "delete pass groups", job->serial, err) != 0)
+    if (job->expect_tag != PM_TAG_ABSENT &&
+        pipe_send(pl, "del_groups", 1, del, "delete pass groups", job->serial, err) != 0)
         return -1;
     json_t *groups = json_object_get(job->record, "pass_group_ids");
     size_t i;
