@@ -33,32 +33,53 @@ static void fingerprint_destroy(void *state)
     free(state);
 }
 
-/* Scratch: this worker's registry reader (NULL without a registry). */
+/* One worker's: its registry reader and its hasher (registry.h). */
+typedef struct fingerprint_scratch {
+    pm_registry_reader *reader;
+    pm_registry_hasher *hasher;
+} fingerprint_scratch;
+
+static void fingerprint_worker_destroy(void *scratch)
+{
+    fingerprint_scratch *sc = scratch;
+    if (!sc)
+        return;
+    pm_registry_reader_close(sc->reader);
+    pm_registry_hasher_destroy(sc->hasher);
+    free(sc);
+}
+
+/* Scratch: NULL without a registry. */
 static int fingerprint_worker_create(void *state, void **scratch, pm_error *err)
 {
     fingerprint_state *st = state;
     *scratch = NULL;
     if (!st->registry)
         return 0;
-    return st->registry->ops->reader_open(st->registry, (pm_registry_reader **)scratch, err);
-}
-
-static void fingerprint_worker_destroy(void *scratch)
-{
-    pm_registry_reader_close(scratch);
+    fingerprint_scratch *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    if (st->registry->ops->reader_open(st->registry, &sc->reader, err) != 0 ||
+        pm_registry_hasher_create(&sc->hasher, err) != 0) {
+        fingerprint_worker_destroy(sc);
+        return -1;
+    }
+    *scratch = sc;
+    return 0;
 }
 
 static int fingerprint_process(void *state, void *scratch, pm_job *job)
 {
     fingerprint_state *st = state;
+    fingerprint_scratch *sc = scratch;
     if (!st->registry)
         return 0;
-    if (pm_registry_content_hash(job->record, job->status ? job->status : "active",
-                                 job->tmpl ? job->tmpl->version : "", st->signer_sha256,
-                                 &job->record_json, job->content_hash, &job->err) != 0)
+    if (pm_registry_hasher_content_hash(sc->hasher, job->record, job->status ? job->status : "active",
+                                        job->tmpl ? job->tmpl->version : "", st->signer_sha256,
+                                        &job->record_json, job->content_hash, &job->err) != 0)
         return -1;
     pm_registry_pass prior;
-    int found = pm_registry_lookup(scratch, job->serial, false, &prior, &job->err);
+    int found = pm_registry_lookup(sc->reader, job->serial, false, &prior, &job->err);
     if (found < 0)
         return -1;
     /* Times "after issue" (a template's auto expiry) count from the first
@@ -69,7 +90,7 @@ static int fingerprint_process(void *state, void *scratch, pm_job *job)
     if (!job->patch)
         job->expect_tag = found ? prior.update_tag : PM_TAG_ABSENT;
     if (!found)
-        return pm_registry_new_token(job->auth_token, &job->err);
+        return pm_registry_hasher_new_token(sc->hasher, job->auth_token, &job->err);
     memcpy(job->auth_token, prior.auth_token, sizeof job->auth_token);
     if (strcmp(prior.content_hash, job->content_hash) == 0) {
         /* Made again after a registry conflict (engine.c), this job's objects

@@ -1024,3 +1024,54 @@ Test(content_hash, a_null_field_added_later_keeps_the_old_hash)
     json_decref(old);
     json_decref(now);
 }
+
+/* The hash of a fixed record, computed outside passmill (Python's hashlib
+ * over the bytes the registry documents): a registry written by an earlier
+ * passmill keeps matching.  The per-thread hasher gives the same, and its
+ * tokens are fresh 32-digit hex strings across block refills. */
+Test(content_hash, a_fixed_record_has_a_fixed_hash_with_or_without_a_hasher)
+{
+    static const uint8_t signer[32] = {1};
+    const char *text = "{\"action\":\"ISSUE\",\"attendee\":{\"holder_name\":\"Zo\xc3\xab \\\"Q\\\"\","
+                       "\"seat\":\"12\"},\"pass_group_ids\":[\"g1\",\"g2\"],\"serial_number\":\"S1\","
+                       "\"template_id\":\"t\"}";
+    const char *want = "c5e4b3a949a69f7b0d63acbb16f159079d4dadb8296ceedb8b7c1d48f54e79e5";
+    /* members in another order: the canonical text sorts them */
+    json_t *rec = json_pack("{s:s, s:[s,s], s:s, s:{s:s, s:s}, s:s}", "template_id", "t",
+                            "pass_group_ids", "g1", "g2", "serial_number", "S1", "attendee", "seat",
+                            "12", "holder_name", "Zo\xc3\xab \"Q\"", "action", "ISSUE");
+    cr_assert_not_null(rec);
+    pm_buf c = PM_BUF_INIT;
+    char h[65];
+    pm_error err;
+    cr_assert_eq(pm_registry_content_hash(rec, "active", "v1", signer, &c, h, &err), 0, "%s", err.message);
+    cr_assert_str_eq(pm_buf_cstr(&c), text);
+    cr_assert_str_eq(h, want);
+    pm_registry_hasher *hasher;
+    cr_assert_eq(pm_registry_hasher_create(&hasher, &err), 0, "%s", err.message);
+    for (int round = 0; round < 2; round++) { /* the context is reused */
+        memset(h, 0, sizeof h);
+        cr_assert_eq(pm_registry_hasher_content_hash(hasher, rec, "active", "v1", signer, &c, h, &err), 0);
+        cr_assert_str_eq(h, want);
+        cr_assert_str_eq(pm_buf_cstr(&c), text);
+        memset(h, 0, sizeof h);
+        cr_assert_eq(pm_registry_hasher_content_hash_text(hasher, text, strlen(text), "active", "v1",
+                                                          signer, h, &err), 0);
+        cr_assert_str_eq(h, want);
+    }
+    /* another status is another pass */
+    cr_assert_eq(pm_registry_hasher_content_hash(hasher, rec, "voided", "v1", signer, &c, h, &err), 0);
+    cr_assert_str_neq(h, want);
+    enum { N = 200 }; /* three refills of the random block */
+    static char tokens[N][PM_AUTH_TOKEN_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(pm_registry_hasher_new_token(hasher, tokens[i], &err), 0, "%s", err.message);
+        cr_assert_eq(strlen(tokens[i]), PM_AUTH_TOKEN_LEN);
+        cr_assert_eq(strspn(tokens[i], "0123456789abcdef"), PM_AUTH_TOKEN_LEN, "%s", tokens[i]);
+        for (int j = 0; j < i; j++)
+            cr_assert_str_neq(tokens[i], tokens[j], "token %d repeats token %d", i, j);
+    }
+    pm_registry_hasher_destroy(hasher);
+    pm_buf_free(&c);
+    json_decref(rec);
+}

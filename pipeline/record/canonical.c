@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,25 @@ static int put(pm_buf *out, const void *p, size_t n)
     return pm_buf_append(out, p, n);
 }
 
+/* One byte of punctuation: most of what a record's text is made of, by count. */
+static inline int put1(pm_buf *out, char c)
+{
+    if (out->len + 2 > out->cap && pm_buf_reserve(out, 1) != 0) /* +1: pm_buf keeps a NUL's room */
+        return -1;
+    out->data[out->len++] = (uint8_t)c;
+    return 0;
+}
+
+/* Some byte of the 8 in x is < 0x20, '"', '\\' or >= 0x80: one needs a look. */
+static inline bool word_needs_look(uint64_t x)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = x ^ (ones * '"'), backslash = x ^ (ones * '\\');
+    uint64_t control = x - ones * 0x20;  /* a byte below 0x20 borrows into its high bit */
+    uint64_t zero_q = (quote - ones) & ~quote, zero_b = (backslash - ones) & ~backslash;
+    return ((x | control | zero_q | zero_b) & highs) != 0;
+}
+
 static int put_string(pm_buf *out, const char *str, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -104,12 +124,18 @@ static int put_string(pm_buf *out, const char *str, size_t len)
     *w++ = '"';
     size_t i = 0;
     while (i < len) {
-        size_t run = i;
-        while (run < len && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
-            run++;
-        memcpy(w, s + i, run - i);
-        w += run - i;
-        i = run;
+        /* Eight plain bytes at a time (most of a record), then byte by byte. */
+        while (i + 8 <= len) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (word_needs_look(x))
+                break;
+            memcpy(w, &x, 8);
+            w += 8;
+            i += 8;
+        }
+        while (i < len && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+            *w++ = s[i++];
         if (i == len)
             break;
         unsigned char c = s[i];
@@ -145,11 +171,34 @@ static int put_string(pm_buf *out, const char *str, size_t len)
     return 0;
 }
 
+/* An integer as "%" JSON_INTEGER_FORMAT writes it. */
+static int put_integer(pm_buf *out, json_int_t v)
+{
+    char b[24];
+    char *p = b + sizeof b;
+    /* unsigned arithmetic: the most negative value has no positive twin */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return put(out, p, (size_t)(b + sizeof b - p));
+}
+
 /* jansson's jsonp_dtostr at its default precision (17). */
 static int put_real(pm_buf *out, double d)
 {
     if (!isfinite(d))
         return -1;
+    /* A whole number below 10^15 (an altitude of 35.0): "%.17g" writes its
+     * digits exactly, then ".0" follows; -0.0 and the rest go to snprintf. */
+    if (d != 0 && fabs(d) < 1e15 && d == (double)(long long)d) {
+        if (put_integer(out, (json_int_t)(long long)d) != 0)
+            return -1;
+        return put(out, ".0", 2);
+    }
     char b[64];
     int n = snprintf(b, sizeof b, "%.17g", d);
     if (n < 0 || (size_t)n >= sizeof b - 3)
@@ -195,19 +244,19 @@ static int put_object(pm_buf *out, const json_t *obj, const char *const *omit, i
             m[k++] = (member){key, json_object_iter_key_len(it), value};
     }
     sort_members(m, k);
-    int rc = put(out, "{", 1);
+    int rc = put1(out, '{');
     for (size_t i = 0; rc == 0 && i < k; i++) {
         if (i > 0)
-            rc = put(out, ",", 1);
+            rc = put1(out, ',');
         if (rc == 0)
             rc = put_string(out, m[i].key, m[i].len);
         if (rc == 0)
-            rc = put(out, ":", 1);
+            rc = put1(out, ':');
         if (rc == 0)
             rc = put_value(out, m[i].value, NULL, depth + 1);
     }
     if (rc == 0)
-        rc = put(out, "}", 1);
+        rc = put1(out, '}');
     if (m != stack)
         free(m);
     return rc;
@@ -221,22 +270,19 @@ static int put_value(pm_buf *out, const json_t *v, const char *const *omit, int 
     case JSON_OBJECT:
         return put_object(out, v, omit, depth);
     case JSON_ARRAY: {
-        int rc = put(out, "[", 1);
+        int rc = put1(out, '[');
         for (size_t i = 0, n = json_array_size(v); rc == 0 && i < n; i++) {
             if (i > 0)
-                rc = put(out, ",", 1);
+                rc = put1(out, ',');
             if (rc == 0)
                 rc = put_value(out, json_array_get(v, i), NULL, depth + 1);
         }
-        return rc == 0 ? put(out, "]", 1) : rc;
+        return rc == 0 ? put1(out, ']') : rc;
     }
     case JSON_STRING:
         return put_string(out, json_string_value(v), json_string_length(v));
-    case JSON_INTEGER: {
-        char b[32];
-        int n = snprintf(b, sizeof b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        return put(out, b, (size_t)n);
-    }
+    case JSON_INTEGER:
+        return put_integer(out, json_integer_value(v));
     case JSON_REAL:
         return put_real(out, json_real_value(v));
     case JSON_TRUE:

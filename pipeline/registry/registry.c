@@ -91,16 +91,6 @@ void pm_registry_run_id(char out[PM_RUN_ID_LEN + 1])
     snprintf(out, PM_RUN_ID_LEN + 1, "%s-%s", stamp, hex);
 }
 
-int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err)
-{
-    unsigned char rnd[PM_AUTH_TOKEN_LEN / 2];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        return pm_error_set(err, PM_ERR_CRYPTO, "no random bytes for an authenticationToken");
-    pm_hex_encode(rnd, sizeof rnd, out);
-    OPENSSL_cleanse(rnd, sizeof rnd);
-    return 0;
-}
-
 /*
  * Where the hashed part of the canonical text starts, and its first byte
  * replaced: the text without the action member.  With sorted keys "action"
@@ -129,9 +119,13 @@ static size_t after_action(const char *text, size_t len)
 static const char *const later_fields[] = {"sharing_prohibited", "strip_image", "status_message",
                                            NULL};
 
-int pm_registry_content_hash_text(const char *text, size_t len, const char *status,
-                                  const char *template_version, const uint8_t signer_sha256[32],
-                                  char out[65], pm_error *err)
+/*
+ * The hash of the canonical text with c on md.  NUL separators: no
+ * concatenation of two parts can look like another.
+ */
+static int hash_text(EVP_MD_CTX *c, const EVP_MD *md, const char *text, size_t len,
+                     const char *status, const char *template_version,
+                     const uint8_t signer_sha256[32], char out[65], pm_error *err)
 {
     /* The action says what to do, not what the pass is: an ISSUE and an
      * UPDATE of the same content make the same pass.  Hashed: "{" then
@@ -140,35 +134,136 @@ int pm_registry_content_hash_text(const char *text, size_t len, const char *stat
     if (!skip)
         return pm_error_set(err, PM_ERR_INTERNAL,
                             "the normalized record does not start with its action");
-    uint8_t md[32];
+    uint8_t digest[32];
     unsigned int mdlen = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    /* NUL separators: no concatenation of two parts can look like another. */
-    int ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-             EVP_DigestUpdate(c, "{", 1) == 1 &&
+    int ok = c && EVP_DigestInit_ex(c, md, NULL) == 1 && EVP_DigestUpdate(c, "{", 1) == 1 &&
              EVP_DigestUpdate(c, text + skip + 1, len - skip - 1) == 1 &&
              EVP_DigestUpdate(c, "", 1) == 1 &&
              EVP_DigestUpdate(c, status, strlen(status) + 1) == 1 &&
              EVP_DigestUpdate(c, template_version, strlen(template_version) + 1) == 1 &&
-             EVP_DigestUpdate(c, signer_sha256, 32) == 1 &&
-             EVP_DigestFinal_ex(c, md, &mdlen) == 1;
-    EVP_MD_CTX_free(c);
+             EVP_DigestUpdate(c, signer_sha256, 32) == 1 && EVP_DigestFinal_ex(c, digest, &mdlen) == 1;
     if (!ok)
         return pm_error_set(err, PM_ERR_CRYPTO, "SHA-256 failed for a content hash");
-    pm_hex_encode(md, sizeof md, out);
+    pm_hex_encode(digest, sizeof digest, out);
     return 0;
+}
+
+/* The record's canonical text into canonical (reset first). */
+static int canonical_text(const json_t *record, pm_buf *canonical, pm_error *err)
+{
+    pm_buf_reset(canonical);
+    if (pm_canonical_json(record, later_fields, canonical) != 0)
+        return pm_error_set(err, PM_ERR_NOMEM, "the record cannot be written as canonical JSON for"
+                            " its content hash (out of memory, or a string not valid UTF-8)");
+    return 0;
+}
+
+int pm_registry_content_hash_text(const char *text, size_t len, const char *status,
+                                  const char *template_version, const uint8_t signer_sha256[32],
+                                  char out[65], pm_error *err)
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int rc = hash_text(c, EVP_sha256(), text, len, status, template_version, signer_sha256, out, err);
+    EVP_MD_CTX_free(c);
+    return rc;
 }
 
 int pm_registry_content_hash(const json_t *record, const char *status,
                              const char *template_version, const uint8_t signer_sha256[32],
                              pm_buf *canonical, char out[65], pm_error *err)
 {
-    pm_buf_reset(canonical);
-    if (pm_canonical_json(record, later_fields, canonical) != 0)
-        return pm_error_set(err, PM_ERR_NOMEM, "the record cannot be written as canonical JSON for"
-                            " its content hash (out of memory, or a string not valid UTF-8)");
+    if (canonical_text(record, canonical, err) != 0)
+        return -1;
     return pm_registry_content_hash_text((const char *)canonical->data, canonical->len, status,
                                          template_version, signer_sha256, out, err);
+}
+
+static int random_bytes(uint8_t *out, size_t n, pm_error *err)
+{
+    if (RAND_bytes(out, (int)n) != 1)
+        return pm_error_set(err, PM_ERR_CRYPTO, "no random bytes for an authenticationToken");
+    return 0;
+}
+
+int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err)
+{
+    uint8_t rnd[PM_AUTH_TOKEN_LEN / 2];
+    if (random_bytes(rnd, sizeof rnd, err) != 0)
+        return -1;
+    pm_hex_encode(rnd, sizeof rnd, out);
+    OPENSSL_cleanse(rnd, sizeof rnd);
+    return 0;
+}
+
+/* ---- one thread's hasher ---- */
+
+enum { TOKEN_BLOCK = 64 * (PM_AUTH_TOKEN_LEN / 2) }; /* 64 tokens per draw */
+
+struct pm_registry_hasher {
+    EVP_MD *sha256;         /* fetched once */
+    EVP_MD_CTX *ctx;
+    uint8_t random[TOKEN_BLOCK];
+    size_t random_left;     /* unused bytes at the end of random[] */
+};
+
+int pm_registry_hasher_create(pm_registry_hasher **out, pm_error *err)
+{
+    *out = NULL;
+    pm_registry_hasher *h = calloc(1, sizeof *h);
+    if (!h)
+        return pm_error_set(err, PM_ERR_NOMEM, "out of memory");
+    h->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    h->ctx = EVP_MD_CTX_new();
+    if (!h->sha256 || !h->ctx) {
+        pm_registry_hasher_destroy(h);
+        return pm_error_set(err, PM_ERR_CRYPTO, "no SHA-256 for content hashes");
+    }
+    *out = h;
+    return 0;
+}
+
+void pm_registry_hasher_destroy(pm_registry_hasher *h)
+{
+    if (!h)
+        return;
+    OPENSSL_cleanse(h->random, sizeof h->random);
+    EVP_MD_CTX_free(h->ctx);
+    EVP_MD_free(h->sha256);
+    free(h);
+}
+
+int pm_registry_hasher_content_hash_text(pm_registry_hasher *h, const char *text, size_t len,
+                                         const char *status, const char *template_version,
+                                         const uint8_t signer_sha256[32], char out[65], pm_error *err)
+{
+    return hash_text(h->ctx, h->sha256, text, len, status, template_version, signer_sha256, out, err);
+}
+
+int pm_registry_hasher_content_hash(pm_registry_hasher *h, const json_t *record, const char *status,
+                                    const char *template_version, const uint8_t signer_sha256[32],
+                                    pm_buf *canonical, char out[65], pm_error *err)
+{
+    if (canonical_text(record, canonical, err) != 0)
+        return -1;
+    return hash_text(h->ctx, h->sha256, (const char *)canonical->data, canonical->len, status,
+                     template_version, signer_sha256, out, err);
+}
+
+int pm_registry_hasher_new_token(pm_registry_hasher *h, char out[PM_AUTH_TOKEN_LEN + 1],
+                                 pm_error *err)
+{
+    size_t n = PM_AUTH_TOKEN_LEN / 2;
+    if (h->random_left < n) {
+        if (random_bytes(h->random, sizeof h->random, err) != 0)
+            return -1;
+        h->random_left = sizeof h->random;
+    }
+    /* Taken from the end, and wiped once taken. */
+    uint8_t *take = h->random + h->random_left - n;
+    pm_hex_encode(take, n, out);
+    OPENSSL_cleanse(take, n);
+    h->random_left -= n;
+    return 0;
 }
 
 const char *pm_outcome_kind_name(pm_outcome_kind k)

@@ -301,6 +301,28 @@ int pm_registry_content_hash_text(const char *canonical, size_t len, const char 
                                   const char *template_version, const uint8_t signer_sha256[32],
                                   char out[65], pm_error *err);
 
+/*
+ * What one thread reuses across passes for the two functions above and
+ * pm_registry_new_token(): a SHA-256 context on a digest fetched once, and
+ * random bytes drawn from OpenSSL's generator a block at a time.  Per pass,
+ * OpenSSL 3's implicit digest fetch and its 16-byte draws cost more than
+ * the hash itself (docs/benchmarks.md, issue 10).  Same results as the
+ * functions above; one thread at a time.  The block of random bytes is
+ * cleansed on destroy; passmill does not fork with a hasher alive.
+ */
+typedef struct pm_registry_hasher pm_registry_hasher;
+
+int pm_registry_hasher_create(pm_registry_hasher **out, pm_error *err);
+void pm_registry_hasher_destroy(pm_registry_hasher *h); /* NULL is a no-op */
+int pm_registry_hasher_content_hash(pm_registry_hasher *h, const json_t *record, const char *status,
+                                    const char *template_version, const uint8_t signer_sha256[32],
+                                    pm_buf *canonical, char out[65], pm_error *err);
+int pm_registry_hasher_content_hash_text(pm_registry_hasher *h, const char *canonical, size_t len,
+                                         const char *status, const char *template_version,
+                                         const uint8_t signer_sha256[32], char out[65], pm_error *err);
+int pm_registry_hasher_new_token(pm_registry_hasher *h, char out[PM_AUTH_TOKEN_LEN + 1],
+                                 pm_error *err);
+
 /* The status of a job's outcome, as stored: "pass", "unchanged", "reject", "failed". */
 const char *pm_outcome_kind_name(pm_outcome_kind k);
 

@@ -26,6 +26,7 @@ typedef struct entry {
 typedef struct registry_source {
     pm_source base;
     pm_registry_reader *rd;
+    pm_registry_hasher *hasher;    /* reissue: hashes of the rows scanned */
     pm_source_registry_opts o;
     const uint8_t *signer_sha256;
     uint64_t total;
@@ -153,8 +154,9 @@ static bool unchanged_row(registry_source *s, const pm_registry_row *row)
         return false; /* the stages say why (an unknown template is a reject) */
     char hash[65];
     pm_error err;
-    if (pm_registry_content_hash_text(row->record, strlen(row->record), row->status, t->version,
-                                      s->signer_sha256, hash, &err) != 0)
+    if (pm_registry_hasher_content_hash_text(s->hasher, row->record, strlen(row->record),
+                                             row->status, t->version, s->signer_sha256, hash,
+                                             &err) != 0)
         return false;
     return strcmp(hash, row->content_hash) == 0;
 }
@@ -258,6 +260,7 @@ static void reg_close(pm_source *base)
     page_clear(s);
     entry_clear(&s->last);
     pm_registry_reader_close(s->rd);
+    pm_registry_hasher_destroy(s->hasher);
     free(s->after);
     free(s);
 }
@@ -288,8 +291,9 @@ int pm_source_registry_open(pm_registry *r, const pm_source_registry_opts *opts,
     atomic_init(&s->done, 0);
     atomic_init(&s->stop, false);
     pm_rfc3339_format_utc(opts->now, s->now_text);
-    if (r->ops->reader_open(r, &s->rd, err) != 0) {
-        free(s);
+    if (r->ops->reader_open(r, &s->rd, err) != 0 ||
+        (!opts->action && pm_registry_hasher_create(&s->hasher, err) != 0)) {
+        reg_close(&s->base);
         return -1;
     }
     if (opts->n_serials)
