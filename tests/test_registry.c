@@ -319,7 +319,41 @@ static void case_newer_schema_refused(bool pg)
     cr_assert(backend_open(&b, &r, &err) != 0, "a newer schema was accepted");
     cr_assert_null(r);
     cr_assert_eq(err.code, PM_ERR_CONFIG);
-    cr_assert(strstr(err.message, "schema version 99, newer than this passmill's 2"), "%s", err.message);
+    char want[80];
+    snprintf(want, sizeof want, "schema version 99, newer than this passmill's %d", PM_REGISTRY_SCHEMA_VERSION);
+    cr_assert(strstr(err.message, want), "%s", err.message);
+    backend_fini(&b);
+}
+
+/* Whether the registry has an index of that name (either backend). */
+static int has_index(backend *b, bool pg, const char *name)
+{
+    char sql[256];
+    if (pg)
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema()"
+                 " AND indexname = '%s'", name);
+    else
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = '%s'",
+                 name);
+    return (int)query_int(b, sql);
+}
+
+/* A version-2 registry loses passes_update_tag (version 3), keeping its rows;
+ * a new one never shows it. */
+static void case_migrate_from_v2(bool pg)
+{
+    backend b;
+    backend_init(&b, pg, "migrate2");
+    pm_registry_close(open_ok(&b));
+    cr_assert_eq(has_index(&b, pg, "passes_update_tag"), 0);
+    cr_assert_eq(has_index(&b, pg, "passes_event"), 1, "the index probe finds nothing at all");
+    exec_sql(&b, "CREATE INDEX passes_update_tag ON passes (update_tag)");
+    exec_sql(&b, "DELETE FROM schema_version WHERE version > 2");
+    exec_sql(&b, "INSERT INTO runs (run_id, command, started_at) VALUES ('v2-run', 'run', 1)");
+    pm_registry_close(open_ok(&b));
+    cr_assert_eq(query_int(&b, "SELECT max(version) FROM schema_version"), PM_REGISTRY_SCHEMA_VERSION);
+    cr_assert_eq(has_index(&b, pg, "passes_update_tag"), 0);
+    cr_assert_eq(query_int(&b, "SELECT count(*) FROM runs WHERE run_id = 'v2-run'"), 1);
     backend_fini(&b);
 }
 
@@ -719,6 +753,7 @@ static void case_runs(bool pg)
 BOTH(new_schema)
 BOTH(newer_schema_refused)
 BOTH(migrate_from_v1)
+BOTH(migrate_from_v2)
 BOTH(apply_and_query)
 BOTH(update_tags)
 BOTH(failed_apply)

@@ -40,7 +40,7 @@
 #include "engine/job.h"
 
 /* Bump with every schema change; registry_*.c migrate older versions. */
-#define PM_REGISTRY_SCHEMA_VERSION 2
+#define PM_REGISTRY_SCHEMA_VERSION 3
 
 typedef struct pm_registry pm_registry;
 typedef struct pm_registry_reader pm_registry_reader;
