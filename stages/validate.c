@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/rfc3339.h"
+#include "core/utf8.h"
 #include "wallet/template.h"
 
 /* ------------------------------------------------------------------ */
@@ -106,54 +107,6 @@ static int reject(vc *v, const char *code, const fpath *p, const char *fmt, ...)
                      p->what ? " (" : "", p->what ? p->what : "", p->what ? ")" : "", msg);
 }
 
-/*
- * Decode one UTF-8 sequence at s[i..len): its length (1..4) and code point,
- * or 0 if it is not shortest-form UTF-8 of a scalar value (RFC 3629).
- */
-static int utf8_next(const unsigned char *s, size_t len, size_t i, uint32_t *cp)
-{
-    unsigned char c = s[i];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    int n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    uint32_t v;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        v = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        v = c & 0x0F;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong */
-        else if (c == 0xED)
-            hi = 0x9F; /* surrogates */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        v = c & 0x07;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (len - i < (size_t)n)
-        return 0;
-    for (int k = 1; k < n; k++) {
-        unsigned char cc = s[i + (size_t)k];
-        if (cc < lo || cc > hi)
-            return 0;
-        lo = 0x80;
-        hi = 0xBF;
-        v = (v << 6) | (cc & 0x3F);
-    }
-    *cp = v;
-    return n;
-}
-
 static bool is_control(uint32_t cp)
 {
     return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F);
@@ -174,7 +127,7 @@ static const char *quote(char out[QUOTE_BUF], const char *s, size_t len)
     out[o++] = '"';
     while (i < len && i < QUOTE_BYTES) {
         uint32_t cp;
-        int n = utf8_next(u, len, i, &cp);
+        int n = (int)pm_utf8_next(u + i, len - i, &cp);
         if (n > 1 && !is_control(cp)) {
             if (i + (size_t)n > QUOTE_BYTES)
                 break;
@@ -279,7 +232,7 @@ static int scan_text(vc *v, const fpath *p, text *t, bool free_text)
     t->max_cp = 0;
     for (size_t i = 0; i < t->len;) {
         uint32_t cp;
-        int n = utf8_next(u, t->len, i, &cp);
+        int n = (int)pm_utf8_next(u + i, t->len - i, &cp);
         if (n == 0)
             return reject(v, "utf8.invalid", p,
                           "expected valid UTF-8, found byte 0x%02X at byte %zu of %s", u[i], i,

@@ -1,5 +1,6 @@
 /* Tests for the small core modules: error, buf, config, tzdb. */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/tzdb.h"
+#include "core/utf8.h"
 #include "test_util.h"
 
 Test(buf, append_printf_and_reset_keep_capacity)
@@ -305,4 +307,54 @@ Test(buf, read_file_whole_files_of_any_size)
     cr_assert(b.len > 100 && strstr(pm_buf_cstr(&b), "Name:"));
     cr_assert_eq(pm_buf_read_file(&b, "/no/such/file"), -1);
     pm_buf_free(&b);
+}
+
+/* Every scalar value encodes and decodes to itself; surrogates, overlong
+ * forms, values above U+10FFFF, stray and missing continuation bytes are
+ * refused (RFC 3629). */
+Test(utf8, every_code_point_and_the_invalid_forms)
+{
+    unsigned char b[4];
+    for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
+        size_t n;
+        if (cp < 0x80) {
+            b[0] = (unsigned char)cp;
+            n = 1;
+        } else if (cp < 0x800) {
+            b[0] = (unsigned char)(0xC0 | cp >> 6);
+            b[1] = (unsigned char)(0x80 | (cp & 0x3F));
+            n = 2;
+        } else if (cp < 0x10000) {
+            b[0] = (unsigned char)(0xE0 | cp >> 12);
+            b[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            b[2] = (unsigned char)(0x80 | (cp & 0x3F));
+            n = 3;
+        } else {
+            b[0] = (unsigned char)(0xF0 | cp >> 18);
+            b[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            b[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            b[3] = (unsigned char)(0x80 | (cp & 0x3F));
+            n = 4;
+        }
+        uint32_t got = 0xFFFFFFFF;
+        size_t len = pm_utf8_next(b, n, &got);
+        if (cp >= 0xD800 && cp <= 0xDFFF) {
+            cr_assert_eq(len, 0, "surrogate U+%04X accepted", cp);
+            continue;
+        }
+        cr_assert_eq(len, n, "U+%04X: length %zu", cp, len);
+        cr_assert_eq(got, cp, "U+%04X decoded as U+%04X", cp, got);
+        if (n > 1)
+            cr_assert_eq(pm_utf8_next(b, n - 1, NULL), 0, "U+%04X cut short accepted", cp);
+    }
+    static const char *const bad[] = {"\x80", "\xBF", "\xC0\x80", "\xC1\xBF", "\xE0\x9F\xBF",
+                                      "\xF0\x8F\xBF\xBF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80",
+                                      "\xFF", "\xC3\x28", "\xE2\x82\x28"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_assert_eq(pm_utf8_next((const unsigned char *)bad[i], strlen(bad[i]), NULL), 0, "bad #%zu", i);
+    cr_assert_eq(pm_utf8_next((const unsigned char *)"", 0, NULL), 0);
+    cr_assert_eq(pm_utf8_next((const unsigned char *)"\0x", 2, NULL), 1, "NUL is a character");
+    cr_assert(pm_utf8_valid((const unsigned char *)"caf\xC3\xA9 \xF0\x9F\x8E\x9F", 10));
+    cr_assert(!pm_utf8_valid((const unsigned char *)"caf\xC3", 4));
+    cr_assert(pm_utf8_valid((const unsigned char *)"", 0));
 }

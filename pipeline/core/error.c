@@ -6,6 +6,8 @@
 
 #include <openssl/err.h>
 
+#include "core/utf8.h"
+
 size_t pm_utf8_cut(const char *s, size_t len, size_t max)
 {
     if (len <= max)
@@ -36,40 +38,15 @@ static size_t whole(const char *s, size_t len)
     return len ? pm_utf8_cut(s, len + 1, len) : 0;
 }
 
-/* The length of the UTF-8 sequence at s (RFC 3629: shortest form, no
- * surrogates, at most U+10FFFF), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        lo = c == 0xE0 ? 0xA0 : 0x80;
-        hi = c == 0xED ? 0x9F : 0xBF;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        lo = c == 0xF0 ? 0x90 : 0x80;
-        hi = c == 0xF4 ? 0x8F : 0xBF;
-    } else
-        return 0;
-    for (size_t k = 1; k < n; k++, lo = 0x80, hi = 0xBF)
-        if (s[k] < lo || s[k] > hi) /* the NUL at the end stops this too */
-            return 0;
-    return n;
-}
-
 /* Whole characters only: a character cut at the end is dropped, any other
  * byte that is not UTF-8 (raw Avro bytes in a map key) becomes '?'. */
 static void fit(char *buf)
 {
     unsigned char *u = (unsigned char *)buf;
-    buf[whole(buf, strlen(buf))] = '\0';
-    for (size_t i = 0; u[i];) {
-        size_t n = utf8_len(u + i);
+    size_t len = whole(buf, strlen(buf));
+    buf[len] = '\0';
+    for (size_t i = 0; i < len;) {
+        size_t n = pm_utf8_next(u + i, len - i, NULL);
         if (n == 0) {
             u[i++] = '?';
             continue;

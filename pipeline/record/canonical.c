@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/utf8.h"
+
 #define MAX_DEPTH 2048
 
 /* One member of an object being written: its key and value. */
@@ -52,41 +54,6 @@ static void sort_members(member *m, size_t n)
         }
         m[j] = x;
     }
-}
-
-/*
- * Length of the valid UTF-8 sequence at s (at most left bytes) whose first
- * byte is >= 0x80, or 0 when it is not valid: no overlong forms, no
- * surrogates, nothing above U+10FFFF (jansson's utf8_check_full).
- */
-static size_t utf8_len(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n > left)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) ||
-        cp > 0x10FFFF)
-        return 0;
-    return n;
 }
 
 static int put(pm_buf *out, const void *p, size_t n)
@@ -140,7 +107,7 @@ static int put_string(pm_buf *out, const char *str, size_t len)
             break;
         unsigned char c = s[i];
         if (c >= 0x80) {
-            size_t n = utf8_len(s + i, len - i);
+            size_t n = pm_utf8_next(s + i, len - i, NULL);
             if (n == 0)
                 return -1;
             memcpy(w, s + i, n);

@@ -34,6 +34,7 @@
 #include <openssl/crypto.h>
 
 #include "core/buf.h"
+#include "core/utf8.h"
 #include "outcomes/outcome.h"
 #include "stores/store.h"
 #include "wallet/template.h"
@@ -268,32 +269,14 @@ static int prepare_all(PGconn *conn, const char *const (*sts)[2], size_t n, pm_e
 }
 
 /*
- * Is s valid UTF-8?  PostgreSQL refuses invalid text in a UTF8 database,
- * which would fail a whole batch; reject messages and file names may quote
- * raw input bytes, so those are cleaned (utf8_clean) before they are sent.
+ * s itself when valid UTF-8, else a copy in tmp (cap bytes) with every byte
+ * >= 0x80 as '?'.  PostgreSQL refuses invalid text in a UTF8 database, which
+ * would fail a whole batch; reject messages and file names may quote raw
+ * input bytes, so those are cleaned before they are sent.
  */
-static bool utf8_valid(const unsigned char *s)
-{
-    while (*s) {
-        unsigned c = *s;
-        size_t n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 9;
-        if (n == 9 || (n == 1 && c < 0xC2) || (n == 3 && c > 0xF4))
-            return false;
-        for (size_t i = 1; i <= n; i++)
-            if ((s[i] & 0xC0) != 0x80)
-                return false;
-        if ((n == 2 && c == 0xE0 && s[1] < 0xA0) || (n == 2 && c == 0xED && s[1] >= 0xA0) ||
-            (n == 3 && c == 0xF0 && s[1] < 0x90) || (n == 3 && c == 0xF4 && s[1] >= 0x90))
-            return false; /* overlong, surrogate, above U+10FFFF */
-        s += n + 1;
-    }
-    return true;
-}
-
-/* s itself when valid, else a copy in tmp (cap bytes) with every byte >= 0x80 as '?'. */
 static const char *utf8_clean(const char *s, char *tmp, size_t cap)
 {
-    if (!s || utf8_valid((const unsigned char *)s))
+    if (!s || pm_utf8_valid((const unsigned char *)s, strlen(s)))
         return s;
     size_t i = 0;
     for (; s[i] && i + 1 < cap; i++)

@@ -25,6 +25,7 @@
 
 #include "core/buf.h"
 #include "core/rfc3339.h"
+#include "core/utf8.h"
 #include "wallet/pass_format.h"
 #include "record/schema.h"
 
@@ -435,29 +436,6 @@ static int strings_quoted(strings_cursor *c)
     return -1;
 }
 
-static bool valid_utf8(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t b = p[i];
-        size_t extra = b < 0x80 ? 0 : (b & 0xE0) == 0xC0 ? 1 : (b & 0xF0) == 0xE0 ? 2
-                     : (b & 0xF8) == 0xF0 ? 3 : 9;
-        if (extra == 9 || extra > n - i - 1 || (extra == 1 && b < 0xC2) || b > 0xF4)
-            return false;
-        uint32_t cp = b & (0x7Fu >> extra);
-        for (size_t k = 1; k <= extra; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i + k] & 0x3Fu);
-        }
-        if ((extra == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-            (extra == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        i += extra + 1;
-    }
-    return true;
-}
-
 /*
  * "KEY" = "value"; entries with comments, in UTF-8 (optional BOM).  UTF-16
  * with a BOM is what Apple's tools write; it is accepted as is (even length).
@@ -475,7 +453,7 @@ static int check_strings(loader *ld, const loaded_file *f)
         p += 3;
         n -= 3;
     }
-    if (!valid_utf8(p, n))
+    if (!pm_utf8_valid(p, n))
         return fail(ld, f->name, "not UTF-8 (rule: pass.strings is UTF-8 or UTF-16 with BOM)");
     strings_cursor c = {p, p + n, 1};
     for (;;) {
