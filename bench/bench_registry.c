@@ -11,11 +11,13 @@
  * per pass spent in apply() (for PostgreSQL only the client's share).  Use a
  * fresh FILE / database (schema).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "core/config.h"
 #include "record/sample.h"
 #include "registry/registry.h"
 #include "wallet/template.h"
@@ -27,19 +29,19 @@ int main(int argc, char **argv)
         return 2;
     }
     int batches = argc > 3 ? atoi(argv[3]) : 200, per = argc > 4 ? atoi(argv[4]) : 64;
-    char password[256] = "";
-    const char *pwfile = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
-    FILE *pf = pwfile ? fopen(pwfile, "r") : NULL;
-    if (pf) {
-        if (!fgets(password, sizeof password, pf))
-            password[0] = '\0';
-        password[strcspn(password, "\r\n")] = '\0';
-        fclose(pf);
-    }
+    /* Opened as passmill opens it: the password from the file, never argv. */
+    pm_config *cfg = pm_config_create();
     pm_registry *r = NULL;
     pm_error err;
-    int rc = strcmp(argv[1], "pg") == 0 ? pm_registry_pg_open(argv[2], password, &r, &err)
-                                        : pm_registry_sqlite_open(argv[2], &r, &err);
+    const char *pwfile = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
+    bool pg = strcmp(argv[1], "pg") == 0;
+    int rc = -1;
+    if (!cfg)
+        pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
+    else if (pm_config_set(cfg, pg ? "registry.url" : "registry.path", argv[2], &err) == 0 &&
+             (!pg || !pwfile || pm_config_set(cfg, "registry.password_file", pwfile, &err) == 0))
+        rc = pm_registry_open(cfg, &r, &err);
+    pm_config_destroy(cfg);
     if (rc != 0) {
         fprintf(stderr, "bench_registry: %s\n", err.message);
         return 1;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/config.h"
 #include "registry/registry.h"
 #include "wallet/template.h"
 
@@ -134,16 +135,17 @@ int main(void)
 
     const char *url = getenv("PASSMILL_REGISTRY_URL");
     if (url && *url) {
-        char password[256] = "";
+        /* Opened as passmill opens it: the password from the file, never argv. */
+        pm_config *cfg = pm_config_create();
         const char *pwfile = getenv("PASSMILL_REGISTRY_PASSWORD_FILE");
-        FILE *f = pwfile ? fopen(pwfile, "r") : NULL;
-        if (f) {
-            if (!fgets(password, sizeof password, f))
-                password[0] = '\0';
-            password[strcspn(password, "\r\n")] = '\0';
-            fclose(f);
-        }
-        if (pm_registry_pg_open(url, password, &r, &err) != 0) {
+        int orc = -1;
+        if (!cfg)
+            pm_error_set(&err, PM_ERR_NOMEM, "out of memory");
+        else if (pm_config_set(cfg, "registry.url", url, &err) == 0 &&
+                 (!pwfile || pm_config_set(cfg, "registry.password_file", pwfile, &err) == 0))
+            orc = pm_registry_open(cfg, &r, &err);
+        pm_config_destroy(cfg);
+        if (orc != 0) {
             fprintf(stderr, "stress_registry: %s\n", err.message);
             rc = 1;
         } else {

@@ -279,6 +279,17 @@ const char *pm_outcome_kind_name(pm_outcome_kind k)
 
 /* ---- what the backends share (registry_backend.h) ---- */
 
+/*
+ * Version 3: passes_update_tag dropped.  No query reads passes by update
+ * tag alone (a device's passesUpdatedSince goes through its registrations,
+ * then each pass by serial), and the index cost every pass change an index
+ * write (issue 10: what the registry costs a run).
+ */
+const char *const pm_registry_schema_v3[] = {
+    "DROP INDEX IF EXISTS passes_update_tag",
+    NULL,
+};
+
 const char *pm_registry_record_text(const pm_job *job, const char *name)
 {
     return job->record ? json_string_value(json_object_get(job->record, name)) : NULL;

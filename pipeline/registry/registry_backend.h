@@ -17,6 +17,12 @@
 
 #include "engine/job.h"
 
+/*
+ * Schema steps the same on both backends (each backend's schema_steps[]
+ * lists its own and these): NULL-terminated SQL statements.
+ */
+extern const char *const pm_registry_schema_v3[];
+
 /* Column lists of the rows the builders read, in the order they read them. */
 #define PM_REGISTRY_SHOW_COLUMNS                                                                  \
     "serial, status, template_id, template_version, event_id, record, content_hash,"             \

@@ -109,19 +109,8 @@ static const char *const schema_v2[] = {
     NULL,
 };
 
-/*
- * Version 3: passes_update_tag dropped.  No query reads passes by update
- * tag alone (a device's passesUpdatedSince goes through its registrations,
- * then each pass by serial), and the index cost every pass change an index
- * write (issue 10: what the registry costs a run).
- */
-static const char *const schema_v3[] = {
-    "DROP INDEX IF EXISTS passes_update_tag",
-    NULL,
-};
-
 /* schema_steps[v] takes a registry from version v to v + 1. */
-static const char *const *const schema_steps[] = {schema_v1, schema_v2, schema_v3};
+static const char *const *const schema_steps[] = {schema_v1, schema_v2, pm_registry_schema_v3};
 _Static_assert(sizeof schema_steps / sizeof schema_steps[0] == PM_REGISTRY_SCHEMA_VERSION,
                "one schema step per version");
 
