@@ -699,9 +699,6 @@ static void committed_offsets(kt *t, int64_t out[PARTITIONS])
  * in a private folder -- only when a kafka_pg case is to run (the filter
  * has disabled the others before PRE_ALL), since no other case needs it.
  */
-static char pg_server_dir[256];
-static bool pg_started;
-
 static bool suite_will_run(struct criterion_suite_set *s)
 {
     if (!s->tests)
@@ -722,15 +719,13 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
     }
     if (!wanted)
         return;
-    snprintf(pg_server_dir, sizeof pg_server_dir, "/tmp/passmill-pg-kafka-%d", (int)getpid());
-    pg_started = pmt_pg_start(pg_server_dir, "test_kafka") == 1;
+    pmt_pg_start("test_kafka");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (pg_started)
-        pmt_pg_stop(pg_server_dir);
+    pmt_pg_stop();
 }
 
 /* The kill test's registry: a SQLite file in the work folder, or a schema

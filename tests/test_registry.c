@@ -30,21 +30,16 @@
 
 /* ---- the PostgreSQL server ------------------------------------------- */
 
-static bool started_server;
-static char server_dir[256];
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    snprintf(server_dir, sizeof server_dir, "/tmp/passmill-pg-test-%d", (int)getpid());
-    started_server = pmt_pg_start(server_dir, "test_registry") == 1;
+    pmt_pg_start("test_registry");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (started_server)
-        pmt_pg_stop(server_dir);
+    pmt_pg_stop();
 }
 
 /* ---- backends ---------------------------------------------------------- */

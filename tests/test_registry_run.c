@@ -29,21 +29,16 @@ static bool use_pg; /* this test's registry is PostgreSQL ($REG is its URL) */
 
 /* ---- the PostgreSQL server (pmt_pg_start, tests/test_util.h) ---- */
 
-static bool started_server;
-static char server_dir[256];
-
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    snprintf(server_dir, sizeof server_dir, "/tmp/passmill-pg-run-%d", (int)getpid());
-    started_server = pmt_pg_start(server_dir, "test_registry_run") == 1;
+    pmt_pg_start("test_registry_run");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *stats)
 {
     (void)stats;
-    if (started_server)
-        pmt_pg_stop(server_dir);
+    pmt_pg_stop();
 }
 
 /* psql's connection: the base URL, the password through PGPASSWORD (never argv). */

@@ -156,17 +156,27 @@ void pmt_dev_server_stop(const char *script, const char *dir_var, const char *di
     pmt_sh("%s='%s' '%s' stop", dir_var, dir, pmt_src(script));
 }
 
-int pmt_pg_start(const char *dir, const char *who)
+/* The server this test process started (the report hooks run once per process). */
+static char pg_started_dir[256];
+
+int pmt_pg_start(const char *who)
 {
     const char *url = getenv("PASSMILL_REGISTRY_URL");
     if (url && *url)
         return 0;
-    return pmt_dev_server_start("ops/pg-dev", "PASSMILL_PG_DIR", dir, who) == 0 ? 1 : -1;
+    char dir[sizeof pg_started_dir];
+    snprintf(dir, sizeof dir, "/tmp/passmill-pg-%s-%d", who, (int)getpid());
+    if (pmt_dev_server_start("ops/pg-dev", "PASSMILL_PG_DIR", dir, who) != 0)
+        return -1;
+    snprintf(pg_started_dir, sizeof pg_started_dir, "%s", dir);
+    return 1;
 }
 
-void pmt_pg_stop(const char *dir)
+void pmt_pg_stop(void)
 {
-    pmt_dev_server_stop("ops/pg-dev", "PASSMILL_PG_DIR", dir);
+    if (pg_started_dir[0])
+        pmt_dev_server_stop("ops/pg-dev", "PASSMILL_PG_DIR", pg_started_dir);
+    pg_started_dir[0] = '\0';
 }
 
 char *pmt_pg_password(void)

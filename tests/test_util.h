@@ -39,13 +39,14 @@ void pmt_dev_server_stop(const char *script, const char *dir_var, const char *di
  * PASSMILL_REGISTRY_PASSWORD or PASSMILL_REGISTRY_PASSWORD_FILE), else a
  * private `ops/pg-dev` server in a folder of the caller's.
  */
-/* Without PASSMILL_REGISTRY_URL: `ops/pg-dev start` in dir, its exports
+/* From a test program's PRE_ALL report hook.  Without PASSMILL_REGISTRY_URL:
+ * `ops/pg-dev start` in /tmp/passmill-pg-WHO-PID, its exports
  * (PASSMILL_REGISTRY_URL, ..._PASSWORD_FILE, PASSMILL_PG_DIR) set in this
  * process's environment; returns 1.  0 when the variable was set already,
  * -1 when the server could not be started (a message on stderr, who names the caller). */
-int pmt_pg_start(const char *dir, const char *who);
-/* `ops/pg-dev stop` in dir: stops the server started there, removes dir. */
-void pmt_pg_stop(const char *dir);
+int pmt_pg_start(const char *who);
+/* From POST_ALL: stops the server pmt_pg_start() started (if it did), removes its folder. */
+void pmt_pg_stop(void);
 /* The password as passmill reads it: PASSMILL_REGISTRY_PASSWORD, else the
  * first line of PASSMILL_REGISTRY_PASSWORD_FILE, else "" (malloc'd; NULL
  * when the file cannot be read). */
