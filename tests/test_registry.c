@@ -320,6 +320,47 @@ static void case_newer_schema_refused(bool pg)
     backend_fini(&b);
 }
 
+/* A job that did not pass through the fingerprint stage (no record_json)
+ * stores the same canonical text the content hash is made of: a field added
+ * later and null is left out there too. */
+static void case_row_record_is_the_canonical_text(bool pg)
+{
+    backend b;
+    backend_init(&b, pg, "rowrec");
+    pm_registry *r = open_ok(&b);
+    pm_error err;
+    const char *run = "20261202T120000Z-00000001";
+    cr_assert(r->ops->begin_run(r, run, "run", &err) == 0, "%s", err.message);
+    pm_job *fallback = pass_job(PM_OUTCOME_PASS, "R1", "active", "Alpha", "g1", 1700000000);
+    pm_job *hashed = pass_job(PM_OUTCOME_PASS, "R2", "active", "Alpha", "g1", 1700000000);
+    static const uint8_t signer[32];
+    for (int i = 0; i < 2; i++) {
+        pm_job *job = i ? hashed : fallback;
+        json_object_set_new(job->record, "sharing_prohibited", json_null());
+        job->expect_tag = PM_TAG_ABSENT;
+    }
+    cr_assert_eq(pm_registry_content_hash(hashed->record, "active", "v1", signer, &hashed->record_json,
+                                          hashed->content_hash, &err), 0, "%s", err.message);
+    cr_assert_eq(fallback->record_json.len, 0);
+    pm_job *jobs[2] = {fallback, hashed};
+    apply_ok(r, run, jobs, 2);
+    pm_registry_reader *rd = reader(r);
+    for (int i = 0; i < 2; i++) {
+        pm_registry_pass p;
+        cr_assert_eq(lookup(rd, i ? "R2" : "R1", &p), 1);
+        cr_assert_not_null(p.record);
+        cr_assert_null(json_object_get(p.record, "sharing_prohibited"),
+                       "row %d kept the null field added later", i + 1);
+        cr_assert_str_eq(json_string_value(json_object_get(p.record, "serial_number")), i ? "R2" : "R1");
+        json_decref(p.record);
+    }
+    pm_registry_reader_close(rd);
+    job_free(fallback);
+    job_free(hashed);
+    pm_registry_close(r);
+    backend_fini(&b);
+}
+
 /* Whether the registry has an index of that name (either backend). */
 static int has_index(backend *b, bool pg, const char *name)
 {
@@ -749,6 +790,7 @@ BOTH(new_schema)
 BOTH(newer_schema_refused)
 BOTH(migrate_from_v1)
 BOTH(migrate_from_v2)
+BOTH(row_record_is_the_canonical_text)
 BOTH(apply_and_query)
 BOTH(update_tags)
 BOTH(failed_apply)

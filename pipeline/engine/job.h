@@ -87,7 +87,7 @@ typedef struct pm_job {
 
     char content_hash[65];        /* fingerprint: hex SHA-256, see registry.h */
     pm_buf record_json;           /* fingerprint: the record as the registry stores it
-                                     (compact JSON, keys sorted; empty without registry) */
+                                     (canonical JSON, NUL-terminated; empty without registry) */
     char auth_token[PM_AUTH_TOKEN_LEN + 1]; /* fingerprint: the pass's token ("" without registry) */
     char prior_sha256[65];        /* fingerprint: the registry's .pkpass sha256 when unchanged */
     bool unchanged;               /* fingerprint: the registry holds this exact pass; stop here */

@@ -148,11 +148,11 @@ static int hash_text(EVP_MD_CTX *c, const EVP_MD *md, const char *text, size_t l
     return 0;
 }
 
-/* The record's canonical text into canonical (reset first). */
+/* The record's canonical text into canonical (reset first), NUL-terminated. */
 static int canonical_text(const json_t *record, pm_buf *canonical, pm_error *err)
 {
     pm_buf_reset(canonical);
-    if (pm_canonical_json(record, later_fields, canonical) != 0)
+    if (pm_canonical_json(record, later_fields, canonical) != 0 || !pm_buf_cstr(canonical))
         return pm_error_set(err, PM_ERR_NOMEM, "the record cannot be written as canonical JSON for"
                             " its content hash (out of memory, or a string not valid UTF-8)");
     return 0;
@@ -278,6 +278,14 @@ const char *pm_outcome_kind_name(pm_outcome_kind k)
 }
 
 /* ---- what the backends share (registry_backend.h) ---- */
+
+const char *pm_registry_row_record(const pm_job *job, pm_buf *scratch, pm_error *err)
+{
+    /* canonical_text() ends both with a NUL (job.h: record_json). */
+    if (job->record_json.len)
+        return (const char *)job->record_json.data;
+    return canonical_text(job->record, scratch, err) == 0 ? (const char *)scratch->data : NULL;
+}
 
 /*
  * Version 3: passes_update_tag dropped.  No query reads passes by update

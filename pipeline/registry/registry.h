@@ -284,7 +284,7 @@ int pm_registry_new_token(char out[PM_AUTH_TOKEN_LEN + 1], pm_error *err);
  * (keys sorted, compact), the status, the template version and the signer
  * certificate's SHA-256.  Two requests with the same hash make the same pass.
  * canonical (reset first) receives the record as the registry stores it:
- * compact JSON with sorted keys, action included.  Fields added to the
+ * compact JSON with sorted keys, action included, NUL-terminated.  Fields added to the
  * schema later (sharing_prohibited, strip_image) are left out while null,
  * so passes stored before them keep their hash.
  */

@@ -49,6 +49,14 @@ json_t *pm_registry_show_row(const pm_registry_cols *c);
 json_t *pm_registry_result_row(const pm_registry_cols *c);
 json_t *pm_registry_reject_row(const pm_registry_cols *c);
 
+/*
+ * The text a pass row stores as its record: the fingerprint stage's
+ * canonical text (job->record_json), or, for a job made another way, the
+ * same canonical text written now into scratch (the caller frees it with
+ * pm_buf_free).  NUL-terminated; NULL with err set when it cannot be written.
+ */
+const char *pm_registry_row_record(const pm_job *job, pm_buf *scratch, pm_error *err);
+
 /* The record's string member name, or NULL; its event.event_id, or NULL. */
 const char *pm_registry_record_text(const pm_job *job, const char *name);
 const char *pm_registry_event_id(const pm_job *job);

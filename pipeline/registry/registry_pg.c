@@ -523,18 +523,16 @@ static int apply_pass(pipeline *pl, const char *run_id, pm_job *job, int64_t tag
     int_text(now, job->now);
     int_text(tagtext, tag);
     int_text(expect, job->expect_tag);
-    /* The fingerprint stage leaves the canonical text in the job; a job made
-     * another way gets it here. */
-    char *dumped = job->record_json.len ? NULL : json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!job->record_json.len && !dumped)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
-    const char *record = dumped ? dumped : pm_buf_cstr(&job->record_json);
+    pm_buf scratch = PM_BUF_INIT;
+    const char *record = pm_registry_row_record(job, &scratch, err);
+    if (!record)
+        return -1;
     const char *p[16] = {job->serial, pm_registry_record_text(job, "template_id"), job->tmpl ? job->tmpl->version : "",
                          pm_registry_event_id(job), job->status ? job->status : "active", record,
                          job->content_hash, sha, pkpass_key, qr_key, job->auth_token, now, tagtext,
                          run_id, origin, expect};
-    int rc = pipe_send(pl, "upsert", 16, p, "upsert pass", job->serial, err);
-    free(dumped);
+    int rc = pipe_send(pl, "upsert", 16, p, "upsert pass", job->serial, err); /* copies p */
+    pm_buf_free(&scratch);
     if (rc != 0)
         return -1;
     /* A row expected absent (check_tags() saw none) has no groups yet. */

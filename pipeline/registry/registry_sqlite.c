@@ -274,22 +274,17 @@ static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job,
     char sha[65], pkpass_key[128], qr_key[128];
     pm_hex_encode(job->pkpass_sha256, sizeof job->pkpass_sha256, sha);
     pm_store_pass_keys(job->serial, pkpass_key, sizeof pkpass_key, qr_key, sizeof qr_key);
-    /* The fingerprint stage leaves the canonical text in the job; a job made
-     * another way gets it here. */
-    char *dumped = job->record_json.len ? NULL : json_dumps(job->record, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!job->record_json.len && !dumped)
-        return pm_error_set(err, PM_ERR_NOMEM, "out of memory for the registry row of %s", job->serial);
+    pm_buf scratch = PM_BUF_INIT;
+    const char *record = pm_registry_row_record(job, &scratch, err);
+    if (!record)
+        return -1;
     sqlite3_stmt *st = r->upsert;
     bind_static(st, 1, job->serial);
     bind_static(st, 2, pm_registry_record_text(job, "template_id"));
     bind_static(st, 3, job->tmpl ? job->tmpl->version : "");
     bind_static(st, 4, pm_registry_event_id(job));
     bind_static(st, 5, job->status ? job->status : "active");
-    if (dumped)
-        sqlite3_bind_text(st, 6, dumped, -1, free);
-    else /* the job outlives the statement's step */
-        sqlite3_bind_text(st, 6, (const char *)job->record_json.data, (int)job->record_json.len,
-                          SQLITE_STATIC);
+    bind_static(st, 6, record);
     bind_static(st, 7, job->content_hash);
     bind_static(st, 8, sha);
     bind_static(st, 9, pkpass_key);
@@ -300,7 +295,9 @@ static int apply_pass(sqlite_registry *r, const char *run_id, const pm_job *job,
     bind_static(st, 14, run_id);
     bind_static(st, 15, origin);
     sqlite3_bind_int64(st, 16, job->expect_tag);
-    if (step_done(r->db, st, "upsert pass", err) != 0)
+    int stepped = step_done(r->db, st, "upsert pass", err);
+    pm_buf_free(&scratch); /* the bindings are cleared */
+    if (stepped != 0)
         return -1;
     if (sqlite3_changes(r->db) == 0)
         return 1; /* the row changed since the lookup: the caller sends the job back */
